@@ -1,0 +1,180 @@
+"""Product catalogues: a CSV (one row per product) with an image column, attribute columns and
+an optional title column, and the dataset that decodes its photos.
+
+The image column holds either a path (absolute, or relative to the CSV's folder) or an id,
+resolved as ``<image_dir>/<id>.jpg`` (``image_dir`` defaults to ``images/`` beside the CSV):
+the Kaggle Fashion Product Images layout (``styles.csv`` + ``images/``) works with no options.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+IMAGE_COLUMNS = ("image", "image_path", "path", "file", "filename")
+ID_COLUMNS = ("id",)
+TITLE_COLUMNS = ("title", "productDisplayName", "name")
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+class CatalogueError(ValueError):
+    """A catalogue that cannot be used; the message names the file, row or column."""
+
+
+@dataclass(frozen=True)
+class BadImage:
+    row: int  # 0-based position in the catalogue
+    line: int  # line number in the CSV (header is line 1)
+    path: str
+    reason: str
+
+    def describe(self) -> str:
+        return f"line {self.line}: {self.path}: {self.reason}"
+
+
+@dataclass
+class Catalogue:
+    """A loaded catalogue. ``frame`` keeps the CSV's columns as strings (missing values are NaN)."""
+
+    source: Path
+    frame: pd.DataFrame
+    image_paths: list[Path]
+    ids: list[str]
+    title_column: str | None = None
+    missing: list[BadImage] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def titles(self) -> list[str | None]:
+        if self.title_column is None:
+            return [None] * len(self)
+        return [None if pd.isna(t) or not str(t).strip() else str(t) for t in self.frame[self.title_column]]
+
+    def subset(self, rows) -> "Catalogue":
+        rows = list(rows)
+        keep = set(rows)
+        return Catalogue(
+            source=self.source,
+            frame=self.frame.iloc[rows].reset_index(drop=True),
+            image_paths=[self.image_paths[r] for r in rows],
+            ids=[self.ids[r] for r in rows],
+            title_column=self.title_column,
+            missing=[b for b in self.missing if b.row in keep],
+        )
+
+
+def _pick_column(frame: pd.DataFrame, wanted: str | None, candidates, what: str, source: Path) -> str | None:
+    if wanted is not None:
+        if wanted not in frame.columns:
+            raise CatalogueError(f"{source}: no {what} column '{wanted}' (columns: {', '.join(frame.columns)})")
+        return wanted
+    return next((c for c in candidates if c in frame.columns), None)
+
+
+def load_catalogue(
+    csv_path: str | os.PathLike,
+    image_column: str | None = None,
+    id_column: str | None = None,
+    title_column: str | None = None,
+    image_dir: str | os.PathLike | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+) -> Catalogue:
+    """Read a catalogue CSV and resolve its image paths; missing image files are listed in ``missing``.
+
+    ``limit`` keeps a reproducible random sample of that many rows (in catalogue order).
+    """
+    source = Path(csv_path)
+    try:
+        frame = pd.read_csv(source, dtype=str)
+    except FileNotFoundError:
+        raise CatalogueError(f"{source}: catalogue file not found") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise CatalogueError(f"{source}: cannot parse CSV: {err}") from None
+    if frame.empty:
+        raise CatalogueError(f"{source}: catalogue has no rows")
+
+    image_col = _pick_column(frame, image_column, IMAGE_COLUMNS, "image", source)
+    id_col = _pick_column(frame, id_column, ID_COLUMNS, "id", source)
+    title_col = _pick_column(frame, title_column, TITLE_COLUMNS, "title", source)
+    if image_col is None and id_col is None:
+        raise CatalogueError(
+            f"{source}: no image column; name one with --image-column "
+            f"(looked for {', '.join(IMAGE_COLUMNS + ID_COLUMNS)})"
+        )
+    if limit is not None and limit < len(frame):
+        rows = np.sort(np.random.default_rng(seed).choice(len(frame), size=limit, replace=False))
+        frame = frame.iloc[rows]
+    lines = (frame.index.to_numpy() + 2).tolist()  # pandas index = data row; +1 header, +1 one-based
+    frame = frame.reset_index(drop=True)
+
+    base = source.parent
+    images_root = Path(image_dir) if image_dir is not None else base / "images"
+    refs = frame[image_col] if image_col is not None else frame[id_col]
+    paths: list[Path] = []
+    missing: list[BadImage] = []
+    for row, (ref, line) in enumerate(zip(refs, lines)):
+        if pd.isna(ref) or not str(ref).strip():
+            missing.append(BadImage(row, line, "", f"empty {image_col or id_col}"))
+            paths.append(Path())
+            continue
+        ref = str(ref).strip()
+        if image_col is not None or ref.lower().endswith(_IMAGE_SUFFIXES):
+            path = Path(ref) if os.path.isabs(ref) else base / ref
+        else:
+            path = images_root / f"{ref}.jpg"
+        paths.append(path)
+        if not path.is_file():
+            missing.append(BadImage(row, line, str(path), "file not found"))
+
+    ids = frame[id_col].tolist() if id_col is not None else [str(line) for line in lines]
+    return Catalogue(source, frame, paths, [str(i) for i in ids], title_col, missing)
+
+
+def check_images(catalogue: Catalogue, skip_bad: bool, show: int = 10) -> None:
+    """Stop before any work when images are missing, unless the user asked to skip them."""
+    if catalogue.missing and not skip_bad:
+        raise CatalogueError(bad_images_message(catalogue.source, catalogue.missing, show))
+
+
+def bad_images_message(source: Path, bad: list[BadImage], show: int = 10) -> str:
+    listed = "\n  ".join(b.describe() for b in bad[:show])
+    more = f"\n  ... and {len(bad) - show} more" if len(bad) > show else ""
+    return (
+        f"{source}: {len(bad)} image(s) missing or unreadable:\n  {listed}{more}\n"
+        f"Fix them, or pass --skip-bad to skip these rows (they are listed in skipped.csv)."
+    )
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Decodes image files; a file that fails to decode yields ``None`` and the reason instead
+    of raising, so that one corrupt photo never kills a long pass."""
+
+    def __init__(self, paths, transform):
+        self.paths = [str(p) for p in paths]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        try:
+            with Image.open(self.paths[index]) as img:
+                return index, self.transform(img.convert("RGB")), None
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
+            return index, None, f"cannot decode image ({type(err).__name__}: {err})"
+
+
+def collate_decoded(items):
+    """Batch the decoded images and keep the failures aside."""
+    good = [(i, t) for i, t, err in items if err is None]
+    failed = [(i, err) for i, _, err in items if err is not None]
+    indices = [i for i, _ in good]
+    tensors = torch.stack([t for _, t in good]) if good else None
+    return indices, tensors, failed

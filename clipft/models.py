@@ -1,0 +1,95 @@
+"""Model factory: the one place that turns (model name, pretrained) into a model, its
+image preprocessing and its tokenizer. Every command goes through :func:`load_model`."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import open_clip
+import torch
+from open_clip.transform import PreprocessCfg, image_transform_v2
+
+from .offline_model import OFFLINE_MODEL, create_lite0_minilm
+
+# A tiny randomly initialised ViT for tests and smoke runs: never downloads, runs in milliseconds.
+TINY_MODEL = "clipft-tiny"
+_CONFIG_DIR = Path(__file__).parent / "model_configs"
+open_clip.add_model_config(_CONFIG_DIR)
+
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
+
+
+class ModelLoadError(RuntimeError):
+    """The model or its weights cannot be loaded; the message says what to do instead."""
+
+
+def list_models() -> list[str]:
+    """Every architecture ``--model`` accepts: OpenCLIP's, plus clipft's own."""
+    return open_clip.list_models()
+
+
+def _resolve_pretrained(name: str, pretrained: str | None) -> str | None:
+    if not pretrained:
+        return None
+    if os.path.isfile(pretrained):
+        return pretrained
+    if name != OFFLINE_MODEL and open_clip.get_pretrained_cfg(name, pretrained):
+        return pretrained
+    if os.sep in pretrained or pretrained.endswith(_CHECKPOINT_SUFFIXES):
+        raise FileNotFoundError(f"--pretrained {pretrained}: checkpoint file not found")
+    tags = open_clip.list_pretrained_tags_by_model(name) if name != OFFLINE_MODEL else []
+    known = ", ".join(tags) if tags else "none (give a checkpoint file, or no --pretrained)"
+    raise ModelLoadError(f"--pretrained {pretrained!r} is neither a file nor a known tag for {name}. Tags: {known}")
+
+
+def load_model(
+    name: str,
+    pretrained: str | None = None,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+):
+    """Return ``(model, preprocess, tokenizer)`` for any OpenCLIP architecture or ``lite0-minilm``.
+
+    ``pretrained`` is an OpenCLIP tag (downloaded by OpenCLIP), a checkpoint file (OpenCLIP or
+    clipft), or ``None``: random weights for OpenCLIP architectures, the pretrained but
+    unaligned towers for ``lite0-minilm``.
+    """
+    if name not in list_models():
+        raise ModelLoadError(f"--model {name!r} is not a known architecture; see `clipft models`")
+    pretrained = _resolve_pretrained(name, pretrained)
+    if name == OFFLINE_MODEL:
+        model, tokenizer = create_lite0_minilm(pretrained, device=device)
+    else:
+        try:
+            model = open_clip.create_model(name, pretrained=pretrained, device=device, precision=precision)
+        except RuntimeError as err:
+            if pretrained and not os.path.isfile(pretrained):
+                raise ModelLoadError(
+                    f"Could not download the OpenCLIP weights {name}/{pretrained}: {err}. "
+                    f"Without internet access use the offline model (--model {OFFLINE_MODEL}) "
+                    f"or a local checkpoint (--pretrained path/to/checkpoint.pt)."
+                ) from err
+            raise
+        tokenizer = open_clip.get_tokenizer(name)
+    model.eval()
+    preprocess = image_transform_v2(PreprocessCfg(**open_clip.get_model_preprocess_cfg(model)), is_train=False)
+    return model, preprocess, tokenizer
+
+
+def tower_fingerprint(model: torch.nn.Module, tower: str) -> str:
+    """Hash of the weights that produce one tower's embeddings ('image' or 'text').
+
+    Keyed on the weights themselves, not on names, so that a fine-tuned text tower keeps the
+    image cache of its frozen image tower, and two random inits never share a cache.
+    """
+    if tower not in ("image", "text"):
+        raise ValueError(f"tower must be 'image' or 'text', got {tower!r}")
+    digest = hashlib.blake2b(digest_size=16)
+    for key, tensor in sorted(model.state_dict().items()):
+        if key.startswith("visual.") != (tower == "image"):
+            continue
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

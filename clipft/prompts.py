@@ -1,0 +1,124 @@
+"""Prompt files: one YAML per attribute, pure data (no hyperparameters).
+
+A prompt file looks like::
+
+    attribute: color          # the name used in outputs
+    column: baseColour        # the catalogue column holding the labels
+    templates:                # each must contain {} where the class text goes
+      - "a photo of a {} product"
+      - "{}"
+    classes:                  # class value -> the texts that stand for it in prompts
+      Black:                  # empty: the class value itself
+      Navy Blue: [navy blue, dark blue]
+
+Synonyms only build prompts: predictions and metrics always use the class value.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+_KEYS = ("attribute", "column", "templates", "classes")
+
+
+class PromptFileError(ValueError):
+    """A prompt file that cannot be used; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    attribute: str
+    column: str
+    classes: tuple[str, ...]
+    synonyms: dict[str, tuple[str, ...]]
+    templates: tuple[str, ...]
+    source: str = field(default="<memory>", compare=False)
+
+    def prompts_for(self, value: str) -> list[str]:
+        """Every prompt for one class: templates x synonyms."""
+        return [t.format(text) for t in self.templates for text in self.synonyms[value]]
+
+
+def parse_prompt_spec(data: object, source: str = "<memory>") -> PromptSpec:
+    """Validate the parsed YAML of a prompt file and build a :class:`PromptSpec`."""
+
+    def fail(key: str, problem: str) -> PromptFileError:
+        return PromptFileError(f"{source}: key '{key}': {problem}")
+
+    if not isinstance(data, dict):
+        raise PromptFileError(f"{source}: expected a mapping with keys {', '.join(_KEYS)}")
+    unknown = sorted(set(data) - set(_KEYS))
+    if unknown:
+        raise fail(unknown[0], f"unknown key (allowed: {', '.join(_KEYS)})")
+    for key in _KEYS:
+        if key not in data:
+            raise fail(key, "missing")
+    for key in ("attribute", "column"):
+        if not isinstance(data[key], str) or not data[key].strip():
+            raise fail(key, "must be a non-empty string")
+
+    templates = data["templates"]
+    if not isinstance(templates, list) or not templates:
+        raise fail("templates", "must be a non-empty list of strings")
+    for i, template in enumerate(templates):
+        if not isinstance(template, str) or template.count("{}") != 1:
+            raise fail(f"templates[{i}]", f"{template!r} must contain exactly one '{{}}'")
+        try:
+            template.format("x")
+        except (IndexError, KeyError, ValueError) as err:
+            raise fail(f"templates[{i}]", f"{template!r} is not a valid template ({err})") from None
+
+    classes = data["classes"]
+    if isinstance(classes, list):
+        classes = {value: None for value in classes}
+    if not isinstance(classes, dict) or not classes:
+        raise fail("classes", "must be a non-empty mapping of class value -> synonyms (or a list of values)")
+    synonyms: dict[str, tuple[str, ...]] = {}
+    for value, texts in classes.items():
+        if not isinstance(value, str) or not value.strip():
+            raise fail("classes", f"class value {value!r} must be a non-empty string (quote values such as Yes/No)")
+        if texts is None:
+            texts = [value]
+        elif isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+            raise fail(f"classes.{value}", "synonyms must be a non-empty list of strings (or empty for the value itself)")
+        synonyms[value] = tuple(texts)
+
+    return PromptSpec(
+        attribute=data["attribute"],
+        column=data["column"],
+        classes=tuple(synonyms),
+        synonyms=synonyms,
+        templates=tuple(templates),
+        source=source,
+    )
+
+
+def load_prompt_spec(path: str | os.PathLike) -> PromptSpec:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PromptFileError(f"{path}: prompt file not found") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise PromptFileError(f"{path}: not valid YAML: {err}") from None
+    return parse_prompt_spec(data, source=str(path))
+
+
+def load_prompt_specs(paths) -> list[PromptSpec]:
+    """Load several prompt files; attribute names must be unique because outputs are keyed by them."""
+    specs = [load_prompt_spec(p) for p in paths]
+    seen: dict[str, str] = {}
+    for spec in specs:
+        if spec.attribute in seen:
+            raise PromptFileError(
+                f"{spec.source}: key 'attribute': '{spec.attribute}' is also defined in {seen[spec.attribute]}"
+            )
+        seen[spec.attribute] = spec.source
+    return specs
