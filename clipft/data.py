@@ -45,6 +45,7 @@ class Catalogue:
     frame: pd.DataFrame
     image_paths: list[Path]
     ids: list[str]
+    lines: list[int]  # CSV line of each row, for error messages
     title_column: str | None = None
     missing: list[BadImage] = field(default_factory=list)
 
@@ -55,18 +56,6 @@ class Catalogue:
         if self.title_column is None:
             return [None] * len(self)
         return [None if pd.isna(t) or not str(t).strip() else str(t) for t in self.frame[self.title_column]]
-
-    def subset(self, rows) -> "Catalogue":
-        rows = list(rows)
-        keep = set(rows)
-        return Catalogue(
-            source=self.source,
-            frame=self.frame.iloc[rows].reset_index(drop=True),
-            image_paths=[self.image_paths[r] for r in rows],
-            ids=[self.ids[r] for r in rows],
-            title_column=self.title_column,
-            missing=[b for b in self.missing if b.row in keep],
-        )
 
 
 def _pick_column(frame: pd.DataFrame, wanted: str | None, candidates, what: str, source: Path) -> str | None:
@@ -134,7 +123,7 @@ def load_catalogue(
             missing.append(BadImage(row, line, str(path), "file not found"))
 
     ids = frame[id_col].tolist() if id_col is not None else [str(line) for line in lines]
-    return Catalogue(source, frame, paths, [str(i) for i in ids], title_col, missing)
+    return Catalogue(source, frame, paths, [str(i) for i in ids], lines, title_col, missing)
 
 
 def check_images(catalogue: Catalogue, skip_bad: bool, show: int = 10) -> None:

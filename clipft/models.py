@@ -18,6 +18,9 @@ _CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(_CONFIG_DIR)
 
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
+RANDOM_WEIGHTS = "random"
+# Where an architecture has several tags, the one most users of OpenCLIP reach for first.
+_PREFERRED_TAGS = ("laion2b_s34b_b79k", "laion2b_s32b_b82k", "openai")
 
 
 class ModelLoadError(RuntimeError):
@@ -29,8 +32,19 @@ def list_models() -> list[str]:
     return open_clip.list_models()
 
 
+def default_pretrained(name: str) -> str | None:
+    """The weights ``--pretrained`` means when it is not given: the towers for lite0-minilm,
+    a well-known tag for OpenCLIP architectures, random weights where no tag exists."""
+    if name == OFFLINE_MODEL:
+        return None
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    return next((t for t in _PREFERRED_TAGS if t in tags), tags[0] if tags else None)
+
+
 def _resolve_pretrained(name: str, pretrained: str | None) -> str | None:
-    if not pretrained:
+    if pretrained is None:
+        pretrained = default_pretrained(name)
+    if pretrained in (None, RANDOM_WEIGHTS):
         return None
     if os.path.isfile(pretrained):
         return pretrained
@@ -52,8 +66,7 @@ def load_model(
     """Return ``(model, preprocess, tokenizer)`` for any OpenCLIP architecture or ``lite0-minilm``.
 
     ``pretrained`` is an OpenCLIP tag (downloaded by OpenCLIP), a checkpoint file (OpenCLIP or
-    clipft), or ``None``: random weights for OpenCLIP architectures, the pretrained but
-    unaligned towers for ``lite0-minilm``.
+    clipft), ``"random"`` for random weights, or ``None`` for :func:`default_pretrained`.
     """
     if name not in list_models():
         raise ModelLoadError(f"--model {name!r} is not a known architecture; see `clipft models`")

@@ -1,0 +1,153 @@
+"""The ``clipft`` command line. Each command parses options, makes library calls and writes
+the report; library errors become one-line messages that say what to fix."""
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import time
+
+import click
+
+from .data import CatalogueError
+from .models import ModelLoadError
+from .prompts import PromptFileError
+
+USER_ERRORS = (PromptFileError, CatalogueError, ModelLoadError, FileNotFoundError)
+
+
+@contextlib.contextmanager
+def user_errors():
+    try:
+        yield
+    except USER_ERRORS as err:
+        raise click.ClickException(str(err)) from err
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def model_options(func):
+    """--model/--pretrained/--device, shared by every command that loads a model."""
+    options = [
+        click.option(
+            "--model", default="ViT-B-32", show_default=True,
+            help="OpenCLIP architecture (see `clipft models`), or lite0-minilm: the offline model built "
+            "from pip-installed EfficientNet-Lite0 and MiniLM towers. Its towers are not aligned until "
+            "trained on image-text pairs, so its zero-shot scores start near chance.",
+        ),
+        click.option(
+            "--pretrained", default=None,
+            help="OpenCLIP pretrained tag (downloaded by OpenCLIP), a checkpoint file, or 'random'. "
+            "Default: laion2b_s34b_b79k (or the architecture's first tag); lite0-minilm: its pretrained towers.",
+        ),
+        click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, ... ('auto': cuda if available)."),
+    ]
+    return functools.reduce(lambda f, opt: opt(f), reversed(options), func)
+
+
+def catalogue_options(func):
+    """How to read a catalogue CSV, shared by every command that reads one."""
+    options = [
+        click.option("--data", "data", required=True, type=click.Path(dir_okay=False), help="Catalogue CSV (e.g. styles.csv)."),
+        click.option("--image-column", default=None, help="Column with image paths (default: image/path/..., else id -> images/<id>.jpg)."),
+        click.option("--id-column", default=None, help="Column with product ids (default: id if present, else the CSV line)."),
+        click.option("--image-dir", default=None, type=click.Path(file_okay=False), help="Folder for id-named images (default: images/ beside the CSV)."),
+        click.option("--limit", default=None, type=click.IntRange(min=1), help="Use a seeded random sample of this many rows."),
+        click.option("--skip-bad", is_flag=True, help="Skip rows whose image is missing or unreadable (listed in skipped.csv) instead of stopping."),
+        click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1)),
+        click.option("--workers", default=min(4, os.cpu_count() or 1), show_default=True, type=click.IntRange(min=0), help="Image decoding processes."),
+        click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Embedding cache (default: $CLIPFT_CACHE or ~/.cache/clipft)."),
+        click.option("--seed", default=0, show_default=True, type=int, help="Seed for sampling and random initialisation."),
+    ]
+    return functools.reduce(lambda f, opt: opt(f), reversed(options), func)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="clipft")
+@click.option("-v", "--verbose", is_flag=True, help="Show library log messages.")
+def cli(verbose: bool) -> None:
+    """Label product photos with their attributes using CLIP."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+
+
+@cli.command()
+def models() -> None:
+    """List the architectures --model accepts."""
+    from .models import list_models
+
+    for name in list_models():
+        click.echo(name)
+
+
+@cli.command("sample-data")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for catalogue.csv and images/.")
+@click.option("-n", "--n", "n", default=240, show_default=True, type=click.IntRange(min=1), help="Number of products.")
+@click.option("--size", default=128, show_default=True, type=click.IntRange(min=16), help="Image side in pixels.")
+@click.option("--seed", default=0, show_default=True, type=int)
+def sample_data(out: str, n: int, size: int, seed: int) -> None:
+    """Draw a small labelled product catalogue (t-shirts, mugs, pans) for trying clipft offline."""
+    from .synthetic import make_catalogue
+
+    path = make_catalogue(out, n=n, size=size, seed=seed)
+    click.echo(f"wrote {n} products to {path}")
+
+
+@cli.command()
+@click.option("--prompts", "prompt_files", multiple=True, required=True, type=click.Path(dir_okay=False),
+              help="Prompt file (prompts/*.yaml); repeat for several attributes.")
+@catalogue_options
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for predictions.csv, metrics.json and plots.")
+@model_options
+def zeroshot(prompt_files, data, image_column, id_column, image_dir, limit, skip_bad, batch_size, workers,
+             cache_dir, seed, out, model, pretrained, device) -> None:
+    """Score catalogue photos against attribute prompts, zero-shot.
+
+    Writes predictions.csv (per attribute: value, probability, top 3); where the catalogue has
+    the attribute's column, also metrics.json and a confusion matrix per attribute.
+    """
+    import torch
+
+    from .data import load_catalogue
+    from .models import load_model
+    from .prompts import load_prompt_specs
+    from .reports import summary_table, write_zeroshot_report
+    from .scoring import zeroshot_catalogue
+
+    start = time.perf_counter()
+    with user_errors():
+        specs = load_prompt_specs(prompt_files)
+        catalogue = load_catalogue(data, image_column, id_column, None, image_dir, limit, seed)
+        device = resolve_device(device)
+        torch.manual_seed(seed)
+        clip, preprocess, tokenizer = load_model(model, pretrained, device)
+        scored = zeroshot_catalogue(clip, preprocess, tokenizer, catalogue, specs, skip_bad, cache_dir, device,
+                                    batch_size=batch_size, workers=workers)
+        run = {"command": "zeroshot", "model": model, "pretrained": pretrained, "data": str(data),
+               "prompts": list(prompt_files), "seed": seed, "limit": limit, "seconds": round(time.perf_counter() - start, 2)}
+        metrics = write_zeroshot_report(scored, out, run)
+    click.echo(f"scored {len(scored.rows)} of {len(catalogue)} products "
+               f"({scored.encoded} images encoded, the rest from the cache); skipped {len(scored.skipped)}")
+    for spec in specs:
+        unknown = metrics.get(spec.attribute, {}).get("unknown_values")
+        if unknown:
+            listed = ", ".join(f"{v!r} x{c}" for v, c in list(unknown.items())[:8])
+            click.echo(f"{spec.attribute}: {sum(unknown.values())} label(s) are not classes of {spec.source}, "
+                       f"left out of the metrics: {listed}", err=True)
+    if metrics:
+        click.echo(summary_table(metrics))
+    click.echo(f"results in {out}")
+
+
+def main() -> None:
+    cli(prog_name="clipft")

@@ -1,0 +1,70 @@
+"""An on-disk, append-only store of embeddings keyed by strings.
+
+Each write is a new shard file moved into place atomically, so an interrupted run leaves
+every finished shard readable and nothing half-written; the next run reads the shards back
+as one table and computes only what is missing.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .fileio import atomic_write
+
+log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("CLIPFT_CACHE", Path.home() / ".cache" / "clipft"))
+
+
+class EmbeddingStore:
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self._rows: dict[str, tuple[int, int]] = {}
+        self._shards: list[np.ndarray] = []
+        self._load()
+
+    def _load(self) -> None:
+        if not self.folder.is_dir():
+            return
+        for shard in sorted(self.folder.glob("shard-*.npz")):
+            try:
+                with np.load(shard, allow_pickle=False) as data:
+                    keys, emb = data["keys"], data["emb"]
+            except (OSError, ValueError, KeyError) as err:
+                # Atomic writes make this rare (a disk error, a hand edit); recomputing is safe.
+                log.warning("ignoring unreadable cache shard %s (%s); its entries will be recomputed", shard, err)
+                continue
+            self._append(keys.tolist(), emb)
+
+    def _append(self, keys: list[str], emb: np.ndarray) -> None:
+        shard = len(self._shards)
+        self._shards.append(emb)
+        for row, key in enumerate(keys):
+            self._rows[key] = (shard, row)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._rows
+
+    def get(self, keys: list[str]) -> np.ndarray:
+        """Embeddings of keys that are all present, in order."""
+        return np.stack([self._shards[s][r] for s, r in (self._rows[k] for k in keys)])
+
+    def add(self, keys: list[str], emb: np.ndarray) -> None:
+        if not keys:
+            return
+        emb = np.ascontiguousarray(emb, dtype=np.float32)
+        if len(keys) != len(emb):
+            raise ValueError(f"{len(keys)} keys for {len(emb)} embeddings")
+        name = f"shard-{time.time_ns():020d}-{os.getpid()}.npz"
+        with atomic_write(self.folder / name, "wb") as f:
+            np.savez(f, keys=np.asarray(keys, dtype=str), emb=emb)
+        self._append(list(keys), emb)

@@ -1,0 +1,140 @@
+"""Batched image and text encoding, cached on disk.
+
+Image embeddings are keyed by (image-tower weights, preprocessing, file path + size + mtime):
+any later command, attribute or fine-tuned text tower reuses them, and an edited photo is
+encoded again. Embeddings are stored as the model outputs them (not normalised).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .data import ImageFiles, collate_decoded
+from .embedding_store import EmbeddingStore, default_cache_dir
+from .models import tower_fingerprint
+
+
+@dataclass
+class ImageEncoding:
+    """Embeddings for a list of images; rows that failed are NaN and listed in ``failed``."""
+
+    embeddings: np.ndarray
+    failed: dict[int, str] = field(default_factory=dict)
+    encoded: int = 0  # how many were computed in this call (the rest came from the cache)
+
+    @property
+    def ok(self) -> np.ndarray:
+        mask = np.ones(len(self.embeddings), dtype=bool)
+        mask[list(self.failed)] = False
+        return mask
+
+
+def _short_hash(*parts: str) -> str:
+    return hashlib.blake2b("\n".join(parts).encode(), digest_size=12).hexdigest()
+
+
+def image_store(model, preprocess, cache_dir: str | os.PathLike | None) -> EmbeddingStore:
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return EmbeddingStore(root / "image" / _short_hash(tower_fingerprint(model, "image"), repr(preprocess)))
+
+
+def _tokenizer_id(tokenizer) -> str:
+    # The default repr holds a memory address; the cache key must survive restarts.
+    inner = getattr(tokenizer, "tokenizer", None)
+    return f"{type(tokenizer).__name__}|{getattr(tokenizer, 'context_length', '')}|{getattr(inner, 'name_or_path', '')}"
+
+
+def file_key(path: Path) -> str:
+    stat = path.stat()
+    return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
+def encode_images(
+    model,
+    preprocess,
+    paths,
+    cache_dir: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    batch_size: int = 64,
+    workers: int = 0,
+    shard_size: int = 2048,
+    progress: bool = True,
+) -> ImageEncoding:
+    """Encode image files with ``model.encode_image``, computing only what the cache lacks.
+
+    Finished embeddings are written to the cache every ``shard_size`` images and when the
+    pass stops for any reason, so an interrupted run resumes where it stopped.
+    """
+    paths = [Path(p) for p in paths]
+    store = image_store(model, preprocess, cache_dir)
+    failed: dict[int, str] = {}
+    keys: list[str | None] = []
+    for i, path in enumerate(paths):
+        try:
+            keys.append(file_key(path))
+        except OSError as err:
+            keys.append(None)
+            failed[i] = f"cannot read file ({err.strerror or err})"
+    todo = [i for i, k in enumerate(keys) if k is not None and k not in store]
+
+    if todo:
+        loader = torch.utils.data.DataLoader(
+            ImageFiles([paths[i] for i in todo], preprocess),
+            batch_size=batch_size,
+            num_workers=workers,
+            collate_fn=collate_decoded,
+        )
+        pending_keys: list[str] = []
+        pending: list[np.ndarray] = []
+        try:
+            with torch.no_grad(), tqdm(total=len(todo), unit="img", desc="Encoding images", disable=not progress) as bar:
+                for local, batch, bad in loader:
+                    for j, reason in bad:
+                        failed[todo[j]] = reason
+                    if batch is not None:
+                        features = model.encode_image(batch.to(device)).float().cpu().numpy()
+                        pending_keys.extend(keys[todo[j]] for j in local)
+                        pending.append(features)
+                    bar.update(len(local) + len(bad))
+                    if len(pending_keys) >= shard_size:
+                        store.add(pending_keys, np.concatenate(pending))
+                        pending_keys, pending = [], []
+        finally:
+            if pending_keys:
+                store.add(pending_keys, np.concatenate(pending))
+
+    good = [i for i, k in enumerate(keys) if i not in failed]
+    if not good:
+        return ImageEncoding(np.full((len(paths), 0), np.nan, dtype=np.float32), failed, len(todo))
+    found = store.get([keys[i] for i in good])
+    out = np.full((len(paths), found.shape[1]), np.nan, dtype=np.float32)
+    out[good] = found
+    return ImageEncoding(out, failed, encoded=len(todo) - sum(1 for i in todo if i in failed))
+
+
+def encode_texts(
+    model,
+    tokenizer,
+    texts: list[str],
+    cache_dir: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    batch_size: int = 256,
+) -> np.ndarray:
+    """Encode texts with ``model.encode_text``, cached per text-tower weights and tokenizer."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    store = EmbeddingStore(root / "text" / _short_hash(tower_fingerprint(model, "text"), _tokenizer_id(tokenizer)))
+    todo = sorted({t for t in texts if t not in store})
+    if todo:
+        chunks = []
+        with torch.no_grad():
+            for start in range(0, len(todo), batch_size):
+                tokens = tokenizer(todo[start : start + batch_size]).to(device)
+                chunks.append(model.encode_text(tokens).float().cpu().numpy())
+        store.add(todo, np.concatenate(chunks))
+    return store.get(list(texts))

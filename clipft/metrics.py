@@ -1,0 +1,64 @@
+"""Classification metrics as plain functions of labels (scikit-learn underneath)."""
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    f1_score,
+    precision_recall_fscore_support,
+)
+
+
+@dataclass
+class LabelCheck:
+    """Which labels can be scored: values that are not classes are counted, never mapped."""
+
+    known: np.ndarray  # bool per row
+    unknown: dict[str, int]
+    missing: int
+
+
+def check_labels(labels, classes) -> LabelCheck:
+    classes = set(classes)
+    values = pd.Series(list(labels), dtype=object)
+    missing = values.isna() | (values.astype(str).str.strip() == "")
+    known = values.isin(classes) & ~missing
+    unknown = Counter(values[~known & ~missing].astype(str))
+    return LabelCheck(known.to_numpy(), dict(unknown.most_common()), int(missing.sum()))
+
+
+def metric_labels(y_true, y_pred) -> list[str]:
+    """The classes a metric averages over: those present in the truth or the predictions
+    (scikit-learn's default), so classes absent from the data do not count as zero F1."""
+    return sorted(set(y_true) | set(y_pred))
+
+
+def classification_metrics(y_true, y_pred) -> dict:
+    """Accuracy, macro-F1, balanced accuracy and per-class precision/recall/F1/support."""
+    y_true, y_pred = list(y_true), list(y_pred)
+    if not y_true:
+        raise ValueError("classification_metrics: no labelled rows to score")
+    labels = metric_labels(y_true, y_pred)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    with warnings.catch_warnings():
+        # Predicting a class absent from the truth is normal in zero-shot scoring.
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        balanced = balanced_accuracy_score(y_true, y_pred)
+    return {
+        "n": len(y_true),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "balanced_accuracy": float(balanced),
+        "per_class": {
+            label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for label, p, r, f, s in zip(labels, precision, recall, f1, support)
+        },
+    }

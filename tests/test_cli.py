@@ -1,0 +1,121 @@
+import json
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from clipft.cli import cli
+from clipft.synthetic import make_catalogue
+from conftest import REPO
+
+PROMPTS = [str(REPO / "prompts" / f"{name}.yaml") for name in ("color", "sleeve", "lid")]
+
+
+def run(args, expect=0):
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == expect, result.output + repr(result.exception)
+    return result
+
+
+def zeroshot_args(csv, out, cache, *extra):
+    prompts = [arg for p in PROMPTS for arg in ("--prompts", p)]
+    return ["zeroshot", *prompts, "--data", str(csv), "--out", str(out), "--model", "clipft-tiny",
+            "--workers", "0", "--cache-dir", str(cache), "--device", "cpu", *extra]
+
+
+@pytest.fixture
+def catalogue(tmp_path):
+    return make_catalogue(tmp_path / "cat", n=9, size=32, seed=2)
+
+
+def test_zeroshot_end_to_end_then_from_the_cache(tmp_path, catalogue):
+    result = run(zeroshot_args(catalogue, tmp_path / "out", tmp_path / "cache"))
+    assert "9 images encoded" in result.output
+    assert "accuracy" in result.output and "sleeve" in result.output
+    predictions = pd.read_csv(tmp_path / "out" / "predictions.csv", dtype=str)
+    assert len(predictions) == 9
+    assert list(predictions.columns[:4]) == ["id", "color", "color_prob", "color_top3"]
+    assert predictions["lid_top3"].str.count(":").eq(2).all()  # two classes: top-3 holds both
+    assert predictions["color_top3"].str.count(":").eq(3).all()
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    truth = pd.read_csv(catalogue, dtype=str)
+    assert metrics["attributes"]["color"]["n"] == 9
+    assert metrics["attributes"]["sleeve"]["n"] == truth["sleeve"].notna().sum()
+    assert metrics["attributes"]["sleeve"]["missing_labels"] == truth["sleeve"].isna().sum()
+    accuracy = (predictions["color"] == truth["baseColour"]).mean()
+    assert metrics["attributes"]["color"]["accuracy"] == pytest.approx(accuracy)
+    for name in ("color", "sleeve", "lid"):
+        assert (tmp_path / "out" / f"confusion_{name}.png").stat().st_size > 1000
+    again = run(zeroshot_args(catalogue, tmp_path / "out2", tmp_path / "cache"))
+    assert "0 images encoded" in again.output
+    pd.testing.assert_frame_equal(predictions, pd.read_csv(tmp_path / "out2" / "predictions.csv", dtype=str))
+
+
+def test_without_labels_only_predictions_are_written(tmp_path, catalogue):
+    pd.read_csv(catalogue)[["id", "image"]].to_csv(catalogue.parent / "bare.csv", index=False)
+    result = run(zeroshot_args(catalogue.parent / "bare.csv", tmp_path / "out", tmp_path / "cache"))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["predictions.csv"]
+    assert "accuracy" not in result.output
+
+
+def test_bad_images_stop_the_run_unless_skipped(tmp_path, catalogue):
+    frame = pd.read_csv(catalogue, dtype=str)
+    (catalogue.parent / frame.loc[2, "image"]).unlink()
+    (catalogue.parent / frame.loc[5, "image"]).write_bytes(b"\xff\xd8 truncated jpeg")
+
+    missing = run(zeroshot_args(catalogue, tmp_path / "out", tmp_path / "cache"), expect=1)
+    assert "line 4:" in missing.output and "file not found" in missing.output and "--skip-bad" in missing.output
+    assert "Encoding" not in missing.output  # stopped before any work
+
+    (catalogue.parent / frame.loc[2, "image"]).write_bytes((catalogue.parent / frame.loc[0, "image"]).read_bytes())
+    corrupt = run(zeroshot_args(catalogue, tmp_path / "out", tmp_path / "cache"), expect=1)
+    assert "line 7:" in corrupt.output and "cannot decode image" in corrupt.output
+    (catalogue.parent / frame.loc[2, "image"]).unlink()
+
+    result = run(zeroshot_args(catalogue, tmp_path / "out", tmp_path / "cache", "--skip-bad"))
+    assert "skipped 2" in result.output
+    assert "0 images encoded" in result.output  # the stopped run had already cached the good photos
+    skipped = pd.read_csv(tmp_path / "out" / "skipped.csv", dtype=str)
+    assert skipped["id"].tolist() == [frame.loc[2, "id"], frame.loc[5, "id"]]
+    assert skipped["reason"].str.contains("file not found").iloc[0]
+    predictions = pd.read_csv(tmp_path / "out" / "predictions.csv", dtype=str)
+    assert len(predictions) == 7 and frame.loc[5, "id"] not in set(predictions["id"])
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["attributes"]["color"]["skipped_images"] == 2 and metrics["attributes"]["color"]["n"] == 7
+
+
+def test_unknown_labels_are_reported_and_left_out(tmp_path, catalogue):
+    frame = pd.read_csv(catalogue, dtype=str)
+    frame.loc[0, "baseColour"] = "Teal"
+    frame.to_csv(catalogue, index=False)
+    result = run(zeroshot_args(catalogue, tmp_path / "out", tmp_path / "cache"))
+    assert "1 label(s) are not classes" in result.output and "'Teal'" in result.output
+    color = json.loads((tmp_path / "out" / "metrics.json").read_text())["attributes"]["color"]
+    assert color["n"] == 8 and color["unknown_values"] == {"Teal": 1}
+
+
+def test_malformed_prompt_file_is_named(tmp_path, catalogue):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("attribute: x\ncolumn: y\ntemplates: ['no placeholder']\nclasses: [a, b]\n")
+    result = CliRunner().invoke(cli, ["zeroshot", "--prompts", str(bad), "--data", str(catalogue), "--out", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "bad.yaml: key 'templates[0]'" in result.output
+
+
+def test_limit_and_seed_make_a_reproducible_sample(tmp_path, catalogue):
+    run(zeroshot_args(catalogue, tmp_path / "a", tmp_path / "cache", "--limit", "4", "--seed", "1"))
+    run(zeroshot_args(catalogue, tmp_path / "b", tmp_path / "cache", "--limit", "4", "--seed", "1"))
+    a = pd.read_csv(tmp_path / "a" / "predictions.csv")
+    assert len(a) == 4
+    pd.testing.assert_frame_equal(a, pd.read_csv(tmp_path / "b" / "predictions.csv"))
+
+
+def test_help_explains_the_offline_model():
+    text = " ".join(run(["zeroshot", "--help"]).output.split())
+    assert "lite0-minilm" in text and "near chance" in text
+
+
+def test_sample_data_command(tmp_path):
+    result = run(["sample-data", "--out", str(tmp_path / "s"), "-n", "4", "--size", "24"])
+    assert "wrote 4 products" in result.output
+    assert len(pd.read_csv(tmp_path / "s" / "catalogue.csv")) == 4
