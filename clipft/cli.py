@@ -33,6 +33,12 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def default_workers() -> int:
+    # Measured on 2 cores: the model needs both, so decoding in-process is fastest there
+    # (benchmarks/throughput.py); larger machines leave two cores for the model.
+    return min(8, max(0, (os.cpu_count() or 1) - 2))
+
+
 def model_options(func):
     """--model/--pretrained/--device, shared by every command that loads a model."""
     options = [
@@ -62,7 +68,8 @@ def catalogue_options(func):
         click.option("--limit", default=None, type=click.IntRange(min=1), help="Use a seeded random sample of this many rows."),
         click.option("--skip-bad", is_flag=True, help="Skip rows whose image is missing or unreadable (listed in skipped.csv) instead of stopping."),
         click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1)),
-        click.option("--workers", default=min(4, os.cpu_count() or 1), show_default=True, type=click.IntRange(min=0), help="Image decoding processes."),
+        click.option("--workers", default=default_workers(), show_default=True, type=click.IntRange(min=0),
+                     help="Image decoding processes (0: decode in the main process, fastest on 2 cores)."),
         click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Embedding cache (default: $CLIPFT_CACHE or ~/.cache/clipft)."),
         click.option("--seed", default=0, show_default=True, type=int, help="Seed for sampling and random initialisation."),
     ]

@@ -98,7 +98,7 @@ def encode_images(
                     for j, reason in bad:
                         failed[todo[j]] = reason
                     if batch is not None:
-                        features = model.encode_image(batch.to(device)).float().cpu().numpy()
+                        features = model.encode_image(batch.to(device, memory_format=torch.channels_last)).float().cpu().numpy()
                         pending_keys.extend(keys[todo[j]] for j in local)
                         pending.append(features)
                     bar.update(len(local) + len(bad))
