@@ -86,6 +86,7 @@ def cli(verbose: bool) -> None:
         import transformers
 
         transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
 
 
 @cli.command()
