@@ -1,0 +1,147 @@
+"""Training configuration: a dataclass whose defaults live here, loaded from a YAML recipe
+(``configs/*.yaml`` only override defaults) and overridable with ``key=value`` strings."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+CAPTIONS = ("label", "template", "title")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the file or key."""
+
+
+@dataclass
+class FinetuneCfg:
+    # data
+    data: str = ""  # catalogue CSV
+    prompts: list[str] = field(default_factory=list)  # one prompt file per attribute
+    image_column: str | None = None
+    id_column: str | None = None
+    title_column: str | None = None
+    image_dir: str | None = None
+    groups: str | None = None  # CSV with id,group (e.g. groups.csv), or a column name of the catalogue
+    duplicate_threshold: float = 0.97  # cosine similarity of image features above which photos share a group
+    split_column: str | None = None  # a column with train/val/test, instead of a random split
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    shots: int | None = None  # training examples per class (None: the whole train split)
+    limit: int | None = None  # a seeded sample of the catalogue, for quick runs
+    skip_bad: bool = False
+    # model
+    model: str = "lite0-minilm"
+    pretrained: str | None = None
+    device: str = "auto"
+    # captions: bare class value, the prompt file's templates, or the product title
+    captions: str = "label"
+    # what trains
+    lock_image: bool = True
+    unlocked_image_groups: int = 0  # with lock_image: leave the last N layer groups of the image tower trainable
+    lock_text: bool = False
+    unlocked_text_layers: int = 0  # with lock_text: leave the last N text layers trainable
+    augment: bool = False  # random resized crops etc. when images go through a trainable image tower
+    # optimisation
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-5  # pretrained tower weights
+    lr_head: float | None = None  # projections and logit scale (default: lr)
+    weight_decay: float = 0.1
+    warmup_steps: int = 20
+    grad_clip: float = 1.0
+    patience: int = 3  # epochs without a lower validation loss before stopping
+    wise_alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    # running
+    seed: int = 0
+    eval_batch_size: int = 256
+    workers: int = 0
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.captions not in CAPTIONS:
+            raise ConfigError(f"captions: {self.captions!r} is not one of {', '.join(CAPTIONS)}")
+        for name in ("val_fraction", "test_fraction"):
+            if not 0 < getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be between 0 and 1, got {getattr(self, name)}")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ConfigError("val_fraction + test_fraction must leave rows for training")
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if self.shots is not None and self.shots < 1:
+            raise ConfigError(f"shots: must be at least 1, got {self.shots}")
+        if self.captions != "title" and not self.prompts:
+            raise ConfigError("prompts: give at least one prompt file (captions are class labels)")
+        if not all(0 <= a <= 1 for a in self.wise_alphas):
+            raise ConfigError(f"wise_alphas: every alpha must be in [0, 1], got {self.wise_alphas}")
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(FinetuneCfg)}
+_HINTS = typing.get_type_hints(FinetuneCfg)
+
+
+def _check_type(key: str, value, source: str):
+    hint = _HINTS[key]
+    allowed = typing.get_args(hint) or (hint,)
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise ConfigError(f"{source}: key '{key}': must not be empty")
+    for kind in allowed:
+        origin = typing.get_origin(kind) or kind
+        if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if origin is list and isinstance(value, list):
+            return value
+        if origin is list and isinstance(value, (str, int, float)):
+            return [value]
+        if origin in (int, str, bool) and type(value) is origin:
+            return value
+        if origin is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise ConfigError(f"{source}: key '{key}': expected {hint}, got {value!r}")
+
+
+def parse_overrides(overrides) -> dict:
+    """``["epochs=3", "prompts=[a.yaml, b.yaml]"]`` -> dict, values parsed as YAML scalars/lists."""
+    out = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    return out
+
+
+def load_config(path: str | os.PathLike | None = None, overrides=()) -> FinetuneCfg:
+    """Defaults, then the YAML file, then ``key=value`` overrides (paths are taken as written:
+    relative to the working directory, or absolute)."""
+    values: dict = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings")
+        values.update({k: (v, source) for k, v in loaded.items()})
+    values.update({k: (v, "--set") for k, v in parse_overrides(overrides).items()})
+    checked = {}
+    for key, (value, where) in values.items():
+        if key not in _FIELDS:
+            raise ConfigError(f"{where}: unknown key '{key}' (known: {', '.join(_FIELDS)})")
+        checked[key] = _check_type(key, value, where)
+    return FinetuneCfg(**checked)
+
+
+def config_dict(cfg: FinetuneCfg) -> dict:
+    return dataclasses.asdict(cfg)
