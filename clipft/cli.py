@@ -10,11 +10,12 @@ import time
 
 import click
 
+from .config import ConfigError
 from .data import CatalogueError
 from .models import ModelLoadError
 from .prompts import PromptFileError
 
-USER_ERRORS = (PromptFileError, CatalogueError, ModelLoadError, FileNotFoundError)
+USER_ERRORS = (PromptFileError, CatalogueError, ModelLoadError, ConfigError, FileNotFoundError)
 
 
 @contextlib.contextmanager
@@ -23,14 +24,6 @@ def user_errors():
         yield
     except USER_ERRORS as err:
         raise click.ClickException(str(err)) from err
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def default_workers() -> int:
@@ -127,7 +120,7 @@ def zeroshot(prompt_files, data, image_column, id_column, image_dir, limit, skip
     import torch
 
     from .data import load_catalogue
-    from .models import load_model
+    from .models import load_model, resolve_device
     from .prompts import load_prompt_specs
     from .reports import summary_table, write_zeroshot_report
     from .scoring import zeroshot_catalogue
@@ -155,6 +148,57 @@ def zeroshot(prompt_files, data, image_column, id_column, image_dir, limit, skip
     if metrics:
         click.echo(summary_table(metrics))
     click.echo(f"results in {out}")
+
+
+def print_comparison(comparison) -> None:
+    table = comparison.pivot_table(index="attribute", columns="model", values=["accuracy", "macro_f1"], sort=False)
+    click.echo(table.to_string(float_format=lambda v: f"{v:.3f}"))
+
+
+def _finetune(config, overrides, out, quiet) -> None:
+    from .config import load_config
+    from .finetune import run_finetune
+
+    with user_errors():
+        cfg = load_config(config, overrides)
+        result = run_finetune(cfg, out, progress=not quiet)
+    click.echo(f"best epoch {result.best_epoch} ({result.stopped}); trained in {result.train_seconds:.1f}s; "
+               f"splits {result.split_sizes}")
+    click.echo("test split:")
+    print_comparison(result.comparison)
+    click.echo(f"run folder: {out}")
+
+
+finetune_options = [
+    click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                 help="Override a config field, e.g. --set epochs=5 --set 'prompts=[prompts/color.yaml]'."),
+    click.option("--out", required=True, type=click.Path(file_okay=False),
+                 help="Run folder: config, splits, metrics per epoch, checkpoints, plots. An interrupted run resumes here."),
+    click.option("--quiet", is_flag=True, help="No progress bars."),
+]
+
+
+@cli.command()
+@click.option("--config", type=click.Path(dir_okay=False), default=None, help="Training recipe (configs/*.yaml).")
+@functools.partial(functools.reduce, lambda f, opt: opt(f), reversed(finetune_options))
+def finetune(config, overrides, out, quiet) -> None:
+    """Contrastively fine-tune on labelled photos (or align on titles) and compare with zero-shot.
+
+    Captions are the bare class value by default (captions=label), the prompt file's templates
+    (captions=template) or product titles (captions=title). Batches are balanced over classes;
+    the epoch with the lowest validation loss is kept as best.pt, which loads anywhere
+    --pretrained is accepted. See configs/ and the FinetuneCfg fields in clipft/config.py.
+    """
+    _finetune(config, overrides, out, quiet)
+
+
+@cli.command()
+@click.option("--config", type=click.Path(dir_okay=False), default="configs/align-lite0-minilm.yaml",
+              show_default=True, help="Alignment recipe.")
+@functools.partial(functools.reduce, lambda f, opt: opt(f), reversed(finetune_options))
+def align(config, overrides, out, quiet) -> None:
+    """Align lite0-minilm on photo-title pairs: `finetune` with the alignment recipe."""
+    _finetune(config, overrides, out, quiet)
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ class FinetuneCfg:
     title_column: str | None = None
     image_dir: str | None = None
     groups: str | None = None  # CSV with id,group (e.g. groups.csv), or a column name of the catalogue
-    duplicate_threshold: float = 0.97  # cosine similarity of image features above which photos share a group
+    duplicate_threshold: float = 0.95  # cosine of mean-centred image features above which photos share a group
     split_column: str | None = None  # a column with train/val/test, instead of a random split
     val_fraction: float = 0.15
     test_fraction: float = 0.15
@@ -87,7 +88,8 @@ _HINTS = typing.get_type_hints(FinetuneCfg)
 
 def _check_type(key: str, value, source: str):
     hint = _HINTS[key]
-    allowed = typing.get_args(hint) or (hint,)
+    is_union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    allowed = typing.get_args(hint) if is_union else (hint,)
     if value is None:
         if type(None) in allowed:
             return None
@@ -96,6 +98,11 @@ def _check_type(key: str, value, source: str):
         origin = typing.get_origin(kind) or kind
         if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if origin is float and isinstance(value, str):
+            try:  # YAML 1.1 reads 1e-4 (no dot) as a string
+                return float(value)
+            except ValueError:
+                pass
         if origin is list and isinstance(value, list):
             return value
         if origin is list and isinstance(value, (str, int, float)):

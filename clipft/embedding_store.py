@@ -23,14 +23,16 @@ def default_cache_dir() -> Path:
 
 
 class EmbeddingStore:
-    def __init__(self, folder: str | os.PathLike):
-        self.folder = Path(folder)
+    """``folder=None`` keeps the embeddings in memory only (for weights that are still changing)."""
+
+    def __init__(self, folder: str | os.PathLike | None):
+        self.folder = Path(folder) if folder is not None else None
         self._rows: dict[str, tuple[int, int]] = {}
         self._shards: list[np.ndarray] = []
         self._load()
 
     def _load(self) -> None:
-        if not self.folder.is_dir():
+        if self.folder is None or not self.folder.is_dir():
             return
         for shard in sorted(self.folder.glob("shard-*.npz")):
             try:
@@ -64,7 +66,8 @@ class EmbeddingStore:
         emb = np.ascontiguousarray(emb, dtype=np.float32)
         if len(keys) != len(emb):
             raise ValueError(f"{len(keys)} keys for {len(emb)} embeddings")
-        name = f"shard-{time.time_ns():020d}-{os.getpid()}.npz"
-        with atomic_write(self.folder / name, "wb") as f:
-            np.savez(f, keys=np.asarray(keys, dtype=str), emb=emb)
+        if self.folder is not None:
+            name = f"shard-{time.time_ns():020d}-{os.getpid()}.npz"
+            with atomic_write(self.folder / name, "wb") as f:
+                np.savez(f, keys=np.asarray(keys, dtype=str), emb=emb)
         self._append(list(keys), emb)

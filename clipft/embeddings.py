@@ -125,10 +125,14 @@ def encode_texts(
     cache_dir: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     batch_size: int = 256,
+    cache: bool = True,
 ) -> np.ndarray:
-    """Encode texts with ``model.encode_text``, cached per text-tower weights and tokenizer."""
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    store = EmbeddingStore(root / "text" / _short_hash(tower_fingerprint(model, "text"), _tokenizer_id(tokenizer)))
+    """Encode texts with ``model.encode_text``, cached per text-tower weights and tokenizer
+    (``cache=False``: in memory only, for a text tower that is being trained)."""
+    store = EmbeddingStore(None)
+    if cache:
+        root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        store = EmbeddingStore(root / "text" / _short_hash(tower_fingerprint(model, "text"), _tokenizer_id(tokenizer)))
     todo = sorted({t for t in texts if t not in store})
     if todo:
         chunks = []

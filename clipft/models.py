@@ -92,6 +92,18 @@ def load_model(
     return model, preprocess, tokenizer
 
 
+def train_preprocess(model):
+    """OpenCLIP's training transform for this model (random resized crop and friends)."""
+    return image_transform_v2(PreprocessCfg(**open_clip.get_model_preprocess_cfg(model)), is_train=True)
+
+
+def resolve_device(device: str) -> str:
+    """'auto' means the GPU when there is one."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def tower_fingerprint(model: torch.nn.Module, tower: str) -> str:
     """Hash of the weights that produce one tower's embeddings ('image' or 'text').
 

@@ -30,3 +30,23 @@ def plot_confusion_matrix(y_true, y_pred, title: str, path: str | os.PathLike) -
     )
     ax.set_title(f"{title} (n={len(y_true)}, rows normalised)")
     save_figure(fig, path)
+
+
+def plot_training_curves(history, path: str | os.PathLike) -> None:
+    """Loss per epoch (train and validation) and the validation metrics, from metrics.csv rows."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    if len(history):
+        left.plot(history["epoch"], history["train_loss"], marker="o", label="train loss")
+        left.plot(history["epoch"], history["val_loss"], marker="o", label="validation loss")
+        best = history.loc[history["val_loss"].idxmin()]
+        left.axvline(best["epoch"], color="grey", linestyle=":", label=f"best epoch ({int(best['epoch'])})")
+        for column in history.columns:
+            if column.startswith("val_") and column.endswith(("_accuracy", "_macro_f1")):
+                right.plot(history["epoch"], history[column], marker=".", label=column[4:])
+    left.set(xlabel="epoch", ylabel="loss", title="Loss")
+    right.set(xlabel="epoch", ylabel="score", title="Validation", ylim=(0, 1))
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    save_figure(fig, path)

@@ -16,7 +16,7 @@ Synonyms only build prompts: predictions and metrics always use the class value.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -40,6 +40,10 @@ class PromptSpec:
     def prompts_for(self, value: str) -> list[str]:
         """Every prompt for one class: templates x synonyms."""
         return [t.format(text) for t in self.templates for text in self.synonyms[value]]
+
+    def bare(self) -> "PromptSpec":
+        """The same classes with the class value as their only prompt (bare-label captions)."""
+        return replace(self, templates=("{}",), synonyms={c: (c,) for c in self.classes})
 
 
 def parse_prompt_spec(data: object, source: str = "<memory>") -> PromptSpec:

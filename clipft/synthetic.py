@@ -90,11 +90,12 @@ def draw_product(kind: str, colour: str, sleeve: str | None, lid: str | None, si
     return Image.fromarray(np.clip(np.asarray(img, dtype=np.float32) + noise, 0, 255).astype(np.uint8))
 
 
-def _title(kind: str, colour: str, sleeve: str | None, lid: str | None, brand: str) -> str:
+def _title(kind: str, colour: str, sleeve: str | None, lid: str | None, brand: str, code: str) -> str:
+    # A style code keeps titles unique, as in real catalogues: identical titles mean one product group.
     if kind == "Tshirts":
-        return f"{brand} {colour} {sleeve} T-shirt"
+        return f"{brand} {colour} {sleeve} T-shirt {code}"
     noun = "Mug" if kind == "Mugs" else "Frying Pan"
-    return f"{brand} {colour} {noun} {lid.lower()}"
+    return f"{brand} {colour} {noun} {lid.lower()} {code}"
 
 
 def make_catalogue(out_dir: str | os.PathLike, n: int = 240, size: int = 128, seed: int = 0) -> Path:
@@ -119,7 +120,7 @@ def make_catalogue(out_dir: str | os.PathLike, n: int = 240, size: int = 128, se
             {
                 "id": f"{i:05d}",
                 "image": image,
-                "title": _title(kind, colour, sleeve, lid, brand),
+                "title": _title(kind, colour, sleeve, lid, brand, f"ST-{i:05d}"),
                 "articleType": kind,
                 "baseColour": colour,
                 "sleeve": sleeve,

@@ -30,17 +30,19 @@ class ZeroShotClassifier:
     ``predict_proba`` takes image embeddings as returned by ``encode_images``.
     """
 
-    def __init__(self, model, tokenizer, spec: PromptSpec, cache_dir=None, device="cpu"):
+    def __init__(self, model, tokenizer, spec: PromptSpec, cache_dir=None, device="cpu", cache: bool = True):
         self.model = model
         self.tokenizer = tokenizer
         self.spec = spec
         self.cache_dir = cache_dir
         self.device = device
+        self.cache = cache
 
     def fit(self, X=None, y=None) -> "ZeroShotClassifier":
         prompts = [self.spec.prompts_for(value) for value in self.spec.classes]
         flat = encode_texts(
-            self.model, self.tokenizer, [p for group in prompts for p in group], self.cache_dir, self.device
+            self.model, self.tokenizer, [p for group in prompts for p in group], self.cache_dir, self.device,
+            cache=self.cache,
         )
         bounds = np.cumsum([0] + [len(g) for g in prompts])
         self.classes_ = np.array(self.spec.classes, dtype=object)

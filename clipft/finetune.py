@@ -1,0 +1,162 @@
+"""One fine-tuning run, end to end: catalogue -> splits -> model -> (cached) features ->
+training -> best epoch -> WiSE-FT -> zero-shot vs fine-tuned on the test split."""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from .config import FinetuneCfg, config_dict
+from .data import BadImage, CatalogueError, bad_images_message, check_images, load_catalogue
+from .embeddings import encode_images
+from .evaluation import SplitTargets, evaluate, split_targets
+from .fileio import atomic_write, write_json
+from .image_features import CachedImageFeatures, FrozenEncoder, LiveImageFeatures, frozen_split
+from .models import load_model, resolve_device, train_preprocess
+from .plots import plot_training_curves
+from .prompts import load_prompt_specs
+from .splits import assign_groups, column_splits, split_rows
+from .tasks import attribute_task, title_task
+from .train import fit, lock_towers, wise_ft
+
+
+@dataclass
+class FinetuneResult:
+    out_dir: Path
+    best_epoch: int
+    stopped: str
+    comparison: pd.DataFrame
+    wise: pd.DataFrame
+    split_sizes: dict
+    train_seconds: float
+
+
+def _majority(train: SplitTargets, test: SplitTargets, attribute: str) -> dict:
+    labels = test.labels[attribute]
+    if not len(train.labels[attribute]) or not len(labels):
+        return {}
+    top = Counter(train.labels[attribute]).most_common(1)[0][0]
+    return {"accuracy": float(np.mean(labels == top)), "macro_f1": float("nan"), "n": len(labels)}
+
+
+def run_finetune(cfg: FinetuneCfg, out_dir: str | Path, progress: bool = True) -> FinetuneResult:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    specs = load_prompt_specs(cfg.prompts)
+    catalogue = load_catalogue(cfg.data, cfg.image_column, cfg.id_column, cfg.title_column, cfg.image_dir,
+                               cfg.limit, cfg.seed)
+    check_images(catalogue, cfg.skip_bad)
+    if cfg.captions == "title" and catalogue.title_column is None:
+        raise CatalogueError(f"{catalogue.source}: captions=title needs a title column (set title_column)")
+    with atomic_write(out / "config.yaml") as f:
+        yaml.safe_dump(config_dict(cfg), f, sort_keys=False)
+
+    torch.manual_seed(cfg.seed)
+    model, preprocess, tokenizer = load_model(cfg.model, cfg.pretrained, device)
+    zeroshot_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    frozen_modules = lock_towers(model, cfg)
+    fast = frozen_split(model) if cfg.lock_image and cfg.unlocked_image_groups == 0 else None
+
+    # Frozen features serve the fast path and find near-duplicate photos for the split.
+    missing = {b.row for b in catalogue.missing}
+    candidates = np.array([r for r in range(len(catalogue)) if r not in missing], dtype=int)
+    encoder = FrozenEncoder(fast[0] if fast else model.visual)
+    encoding = encode_images(encoder, preprocess, [catalogue.image_paths[r] for r in candidates], cfg.cache_dir,
+                             device, batch_size=cfg.eval_batch_size, workers=cfg.workers, progress=progress)
+    bad = [BadImage(int(candidates[i]), catalogue.lines[candidates[i]], str(catalogue.image_paths[candidates[i]]), why)
+           for i, why in sorted(encoding.failed.items())]
+    if bad and not cfg.skip_bad:
+        raise CatalogueError(bad_images_message(catalogue.source, bad))
+    usable = candidates[encoding.ok]
+    features = np.full((len(catalogue), encoding.embeddings.shape[1]), np.nan, dtype=np.float32)
+    features[usable] = encoding.embeddings[encoding.ok]
+
+    # Splits: from a column, or stratified on the first attribute and never splitting a group.
+    titles = catalogue.titles()
+    split = np.full(len(catalogue), "skipped", dtype=object)
+    groups = np.full(len(catalogue), -1)
+    if cfg.split_column:
+        split[usable] = column_splits(catalogue, cfg.split_column)[usable]
+    else:
+        sub = catalogue.frame.iloc[usable]
+        strata = sub[specs[0].column] if specs and specs[0].column in sub.columns else np.zeros(len(usable))
+        groups[usable] = assign_groups(catalogue, cfg.groups, features[usable], cfg.duplicate_threshold, usable)
+        split[usable] = split_rows(strata, groups[usable], cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    with atomic_write(out / "splits.csv") as f:
+        pd.DataFrame({"id": catalogue.ids, "split": split, "group": groups}).to_csv(f, index=False)
+    rows = {name: np.flatnonzero(split == name) for name in ("train", "val", "test")}
+
+    if cfg.captions == "title":
+        tasks = [title_task(titles, rows["train"])]
+    else:
+        tasks = [attribute_task(spec, catalogue.frame[spec.column], rows["train"], cfg.captions == "template",
+                                cfg.shots, cfg.seed) for spec in specs if spec.column in catalogue.frame.columns]
+    tasks = [t for t in tasks if len(t.rows)]
+    if not tasks:
+        raise CatalogueError(f"{catalogue.source}: no training examples (labels of {', '.join(cfg.prompts)} "
+                             f"or titles) in the train split")
+    write_json(out / "labels.json", {t.name: dict(Counter(map(str, t.labels)).most_common()) for t in tasks}
+               if cfg.captions != "title" else {"title": len(tasks[0].rows)})
+
+    if fast:
+        train_fn = eval_fn = CachedImageFeatures(features, fast[1], device)
+    else:
+        eval_fn = LiveImageFeatures(model, catalogue.image_paths, preprocess, device)
+        train_transform = train_preprocess(model) if cfg.augment else preprocess
+        train_fn = LiveImageFeatures(model, catalogue.image_paths, train_transform, device)
+    targets = {name: split_targets(catalogue.frame, specs, titles, r) for name, r in rows.items()}
+    title_loss = cfg.captions == "title"
+
+    def score(split_name: str, captions: str = cfg.captions) -> dict:
+        return evaluate(model, tokenizer, eval_fn, specs, targets[split_name], captions, cfg.eval_batch_size,
+                        device, with_title_loss=title_loss)
+
+    started = time.perf_counter()
+    result = fit(model, tokenizer, tasks, train_fn, lambda: score("val"), cfg, out, frozen_modules, device, progress)
+    train_seconds = time.perf_counter() - started
+    best = torch.load(out / "best.pt", map_location="cpu", weights_only=True)["state_dict"]
+
+    wise_rows = []
+    for alpha in cfg.wise_alphas:
+        model.load_state_dict(wise_ft(zeroshot_state, best, alpha))
+        val = score("val")
+        wise_rows.append({"alpha": alpha, "val_loss": val["loss"],
+                          **{f"{s.attribute}_accuracy": val[s.attribute]["accuracy"] for s in specs if s.attribute in val}})
+    wise = pd.DataFrame(wise_rows)
+    best_alpha = float(wise.loc[wise["val_loss"].idxmin(), "alpha"]) if len(wise) else 1.0
+
+    comparison = []
+    models = [("zero-shot", zeroshot_state, "template"), ("fine-tuned", best, cfg.captions)]
+    if best_alpha not in (0.0, 1.0):
+        models.append((f"wise-ft alpha={best_alpha:g}", wise_ft(zeroshot_state, best, best_alpha), cfg.captions))
+    for name, state, captions in models:
+        model.load_state_dict(state)
+        test = score("test", "template" if captions == "title" else captions)
+        comparison += [{"attribute": s.attribute, "model": name, **{k: test[s.attribute][k] for k in ("accuracy", "macro_f1", "n")}}
+                       for s in specs if s.attribute in test]
+    for spec in specs:
+        majority = _majority(targets["train"], targets["test"], spec.attribute)
+        if majority:
+            comparison.append({"attribute": spec.attribute, "model": "majority class", **majority})
+    model.load_state_dict(best)
+    comparison = pd.DataFrame(comparison).sort_values(["attribute", "model"], kind="stable").reset_index(drop=True)
+
+    with atomic_write(out / "wise_ft.csv") as f:
+        wise.to_csv(f, index=False)
+    with atomic_write(out / "comparison.csv") as f:
+        comparison.to_csv(f, index=False)
+    sizes = {name: int(len(r)) for name, r in rows.items()} | {"skipped": int(len(catalogue) - len(usable))}
+    write_json(out / "summary.json", {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+                                      "stopped": result.stopped, "train_seconds": round(train_seconds, 1),
+                                      "wise_best_alpha": best_alpha, "splits": sizes,
+                                      "fast_path": bool(fast), "training_examples": {t.name: len(t.rows) for t in tasks}})
+    plot_training_curves(pd.DataFrame(result.history), out / "curves.png")
+    return FinetuneResult(out, result.best_epoch, result.stopped, comparison, wise, sizes, train_seconds)
+

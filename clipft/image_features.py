@@ -1,0 +1,69 @@
+"""Where training gets image embeddings from.
+
+With the image tower locked, everything up to its trainable head is fixed, so its output is
+computed once (and cached on disk like any embedding) and training runs on it directly: the
+fast path. Otherwise photos are decoded and sent through the tower at every step.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data import ImageFiles
+
+
+class FrozenEncoder(nn.Module):
+    """Exposes a frozen part of the image tower under the name ``visual`` so that the embedding
+    cache keys it by its own weights."""
+
+    def __init__(self, frozen: nn.Module):
+        super().__init__()
+        self.visual = frozen
+
+    def encode_image(self, x):
+        return self.visual(x)
+
+
+def frozen_split(model) -> tuple[nn.Module, nn.Module] | None:
+    """(frozen part, trainable head) of a locked image tower, or None when nothing before the
+    head is entirely frozen (a partly unlocked tower must run on images)."""
+    visual = model.visual
+    if not any(p.requires_grad for p in visual.parameters()):
+        return visual, nn.Identity()
+    trunk, head = getattr(visual, "trunk", None), getattr(visual, "head", None)
+    if trunk is not None and head is not None and not any(p.requires_grad for p in trunk.parameters()):
+        return trunk, head  # timm towers (lite0-minilm): LiT-style locked trunk, trainable projection
+    return None
+
+
+class CachedImageFeatures:
+    """Fast path: precomputed frozen features, through the trainable head at each call."""
+
+    def __init__(self, features: np.ndarray, head: nn.Module, device="cpu"):
+        self.features = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+        self.head = head
+        self.device = device
+
+    def __call__(self, rows) -> torch.Tensor:
+        return self.head(self.features[torch.as_tensor(rows, dtype=torch.long)].to(self.device))
+
+
+class LiveImageFeatures:
+    """Slow path: decode the photos and run the whole image tower (with training transforms)."""
+
+    def __init__(self, model, paths, transform, device="cpu"):
+        self.model = model
+        self.files = ImageFiles(paths, transform)
+        self.device = device
+
+    def __call__(self, rows) -> torch.Tensor:
+        images = []
+        for r in rows:
+            _, tensor, error = self.files[int(r)]
+            if error is not None:
+                raise RuntimeError(f"{self.files.paths[int(r)]}: {error}")
+            images.append(tensor)
+        batch = torch.stack(images).to(self.device, memory_format=torch.channels_last)
+        return self.model.encode_image(batch)
+

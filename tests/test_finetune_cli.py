@@ -1,0 +1,60 @@
+import json
+
+import pandas as pd
+import torch
+from click.testing import CliRunner
+
+from clipft.cli import cli
+from clipft.synthetic import make_catalogue
+from conftest import REPO
+
+
+def run(args, expect=0):
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == expect, result.output + repr(result.exception)
+    return result
+
+
+def test_finetune_end_to_end_then_zeroshot_with_the_checkpoint(tmp_path):
+    data = make_catalogue(tmp_path / "cat", n=36, size=32, seed=3)
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"data: {data}\nprompts: [{REPO}/prompts/color.yaml, {REPO}/prompts/lid.yaml]\nmodel: clipft-tiny\n"
+        f"epochs: 2\nbatch_size: 8\nlr: 1.0e-3\nwarmup_steps: 1\ncache_dir: {tmp_path / 'cache'}\n"
+        f"wise_alphas: [0.0, 0.5, 1.0]\n"
+    )
+    out = tmp_path / "run"
+    result = run(["finetune", "--config", str(config), "--set", "seed=1", "--out", str(out), "--quiet"])
+    assert "test split:" in result.output and "zero-shot" in result.output and "fine-tuned" in result.output
+    for name in ("config.yaml", "splits.csv", "labels.json", "metrics.csv", "best.pt", "last.pt",
+                 "comparison.csv", "wise_ft.csv", "summary.json", "curves.png"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["fast_path"] is True and summary["splits"]["skipped"] == 0
+    assert sum(summary["splits"][s] for s in ("train", "val", "test")) == 36
+    assert len(pd.read_csv(out / "metrics.csv")) == 2
+    comparison = pd.read_csv(out / "comparison.csv")
+    assert {"zero-shot", "fine-tuned", "majority class"} <= set(comparison["model"])
+    assert comparison["accuracy"].between(0, 1).all()
+    assert pd.read_csv(out / "wise_ft.csv")["alpha"].tolist() == [0.0, 0.5, 1.0]
+    assert "seed: 1" in (out / "config.yaml").read_text()
+    splits = pd.read_csv(out / "splits.csv")
+    assert (splits.groupby("group")["split"].nunique() == 1).all()
+
+    best = torch.load(out / "best.pt", weights_only=True)
+    assert best["epoch"] in (1, 2)
+    zs = run(["zeroshot", "--prompts", str(REPO / "prompts" / "color.yaml"), "--data", str(data),
+              "--out", str(tmp_path / "zs"), "--model", "clipft-tiny", "--pretrained", str(out / "best.pt"),
+              "--workers", "0", "--cache-dir", str(tmp_path / "cache")])
+    assert "scored 36 of 36" in zs.output
+
+    # running the same command again finds the finished run and does not train again
+    again = run(["finetune", "--config", str(config), "--set", "seed=1", "--out", str(out), "--quiet"])
+    assert len(pd.read_csv(out / "metrics.csv")) == 2 and "best epoch" in again.output
+
+
+def test_finetune_errors_are_clear(tmp_path):
+    result = run(["finetune", "--set", "epochs=1", "--out", str(tmp_path)], expect=1)
+    assert "prompts" in result.output
+    bad = run(["finetune", "--set", "prompts=[x.yaml]", "--set", "data=nope.csv", "--out", str(tmp_path)], expect=1)
+    assert "x.yaml" in bad.output or "nope.csv" in bad.output

@@ -1,0 +1,140 @@
+import numpy as np
+import pytest
+import torch
+
+from clipft.config import FinetuneCfg
+from clipft.data import load_catalogue
+from clipft.embeddings import encode_images
+from clipft.image_features import CachedImageFeatures, FrozenEncoder, LiveImageFeatures, frozen_split
+from clipft.models import TINY_MODEL, load_model
+from clipft.prompts import load_prompt_spec
+from clipft.synthetic import make_catalogue
+from clipft.tasks import attribute_task, sample_shots
+from clipft.train import fit, lock_towers, wise_ft
+from conftest import REPO
+
+COLOR = load_prompt_spec(REPO / "prompts" / "color.yaml")
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory):
+    return load_catalogue(make_catalogue(tmp_path_factory.mktemp("train"), n=24, size=32, seed=0))
+
+
+def cfg(**changes):
+    base = dict(prompts=["color.yaml"], epochs=2, batch_size=8, lr=1e-3, warmup_steps=1, patience=10)
+    return FinetuneCfg(**{**base, **changes})
+
+
+def new_model(name=TINY_MODEL):
+    torch.manual_seed(0)
+    return load_model(name)
+
+
+def colour_task(catalogue, **kwargs):
+    return attribute_task(COLOR, catalogue.frame["baseColour"], np.arange(len(catalogue)), False, None, 0, **kwargs)
+
+
+def train(catalogue, out, config, evaluate=lambda: {"loss": 0.0}, fast=True, name=TINY_MODEL, cache=None):
+    model, preprocess, tokenizer = new_model(name)
+    frozen = lock_towers(model, config)
+    if fast:
+        trunk, head = frozen_split(model)
+        encoding = encode_images(FrozenEncoder(trunk), preprocess, catalogue.image_paths, cache or out / "cache",
+                                 progress=False)
+        image_fn = CachedImageFeatures(encoding.embeddings, head)
+    else:
+        image_fn = LiveImageFeatures(model, catalogue.image_paths, preprocess)
+    result = fit(model, tokenizer, [colour_task(catalogue)], image_fn, evaluate, config, out, frozen, progress=False)
+    return model, result
+
+
+@pytest.mark.parametrize("name", [TINY_MODEL, "lite0-minilm"])
+def test_locked_image_fast_path_equals_the_slow_path(tmp_path, catalogue, name):
+    # lite0-minilm: locked trunk from the cache, trainable projection; tiny ViT: the whole tower locked.
+    config = cfg(lock_image=True, epochs=1 if name != TINY_MODEL else 2)
+    fast, _ = train(catalogue, tmp_path / "fast", config, fast=True, name=name)
+    slow, _ = train(catalogue, tmp_path / "slow", config, fast=False, name=name)
+    for key, value in fast.state_dict().items():
+        torch.testing.assert_close(value, slow.state_dict()[key], rtol=1e-4, atol=1e-5, msg=key)
+    initial = new_model(name)[0].state_dict()
+    assert not torch.equal(fast.state_dict()["logit_scale"], initial["logit_scale"])  # it did train
+
+
+def test_best_epoch_is_the_lowest_validation_loss_and_patience_stops(tmp_path, catalogue):
+    losses = iter([3.0, 1.0, 2.0, 4.0, 0.5, 0.1])
+    snapshots = []
+    model_holder = {}
+
+    def evaluate():
+        snapshots.append({k: v.clone() for k, v in model_holder["model"].state_dict().items()})
+        return {"loss": next(losses)}
+
+    model, preprocess, tokenizer = new_model()
+    model_holder["model"] = model
+    config = cfg(epochs=6, patience=2)
+    frozen = lock_towers(model, config)
+    trunk, head = frozen_split(model)
+    features = encode_images(FrozenEncoder(trunk), preprocess, catalogue.image_paths, tmp_path / "c", progress=False)
+    result = fit(model, tokenizer, [colour_task(catalogue)], CachedImageFeatures(features.embeddings, head),
+                 evaluate, config, tmp_path, frozen, progress=False)
+    assert result.best_epoch == 2 and result.best_val_loss == 1.0
+    assert len(result.history) == 4 and result.stopped == "early stopping"  # epochs 3 and 4 were worse
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert best["epoch"] == 2
+    for key, value in best["state_dict"].items():
+        assert torch.equal(value, snapshots[1][key]), key
+    assert (tmp_path / "metrics.csv").read_text().count("\n") == 5
+
+
+def test_interrupted_training_resumes_to_the_same_result(tmp_path, catalogue):
+    config = cfg(epochs=3)
+    straight, _ = train(catalogue, tmp_path / "straight", config, cache=tmp_path / "cache")
+
+    calls = {"n": 0}
+
+    def interrupt_on_third_epoch():
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return {"loss": 0.0}
+
+    with pytest.raises(KeyboardInterrupt):
+        train(catalogue, tmp_path / "resumed", config, interrupt_on_third_epoch, cache=tmp_path / "cache")
+    state = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)
+    assert state["epoch"] == 1  # epochs 1 and 2 (0-based 0, 1) were saved
+    resumed, result = train(catalogue, tmp_path / "resumed", config, cache=tmp_path / "cache")
+    assert len(result.history) == 3
+    for key, value in straight.state_dict().items():
+        torch.testing.assert_close(value, resumed.state_dict()[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_resume_refuses_a_run_with_other_settings(tmp_path, catalogue):
+    from clipft.config import ConfigError
+
+    train(catalogue, tmp_path, cfg(epochs=1), cache=tmp_path / "cache")
+    with pytest.raises(ConfigError, match="lr"):
+        train(catalogue, tmp_path, cfg(epochs=1, lr=0.5), cache=tmp_path / "cache")
+
+
+def test_wise_ft_interpolates_float_weights_only():
+    zs = {"w": torch.tensor([0.0, 2.0]), "steps": torch.tensor(1)}
+    ft = {"w": torch.tensor([4.0, 6.0]), "steps": torch.tensor(7)}
+    assert torch.equal(wise_ft(zs, ft, 0.25)["w"], torch.tensor([1.0, 3.0]))
+    assert torch.equal(wise_ft(zs, ft, 0.0)["w"], zs["w"]) and torch.equal(wise_ft(zs, ft, 1.0)["w"], ft["w"])
+    assert wise_ft(zs, ft, 0.5)["steps"].item() == 7
+
+
+def test_shots_and_template_captions(catalogue):
+    labels = np.array(["a"] * 10 + ["b"] * 3)
+    kept = sample_shots(labels, 4, seed=0)
+    assert (labels[kept] == "a").sum() == 4 and (labels[kept] == "b").sum() == 3
+    assert (sample_shots(labels, 4, seed=0) == kept).all()
+    task = attribute_task(COLOR, catalogue.frame["baseColour"], np.arange(len(catalogue)), True, None, 0)
+    captions = task.captions(np.arange(len(task.rows)), np.random.default_rng(1))
+    by_class = {}
+    for value, caption in zip(task.texts, captions):
+        by_class.setdefault(value, set()).add(caption)
+        assert caption in COLOR.prompts_for(value)
+    assert all(len(c) == 1 for c in by_class.values())  # one caption per class within a batch
+    assert captions == task.captions(np.arange(len(task.rows)), np.random.default_rng(1))
