@@ -19,10 +19,7 @@ install: $(if $(VIRTUAL_ENV),,$(VENV)/bin/python)
 	$(PY) -m pip install --quiet -e '.[dev]'
 
 demo: install
-	$(PY) -m clipft sample-data --out sample --seed 0
-	$(PY) -m clipft zeroshot --model lite0-minilm \
-		--prompts prompts/color.yaml --prompts prompts/sleeve.yaml --prompts prompts/lid.yaml \
-		--data sample/catalogue.csv --out results/sample-zeroshot --seed 0
+	$(PY) -m clipft demo --out demo --seed 0
 
 test: install
 	$(PY) -m pytest -q

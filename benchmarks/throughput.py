@@ -20,7 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from clipft.cli import default_workers
+from clipft.reports import markdown_table
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -69,15 +72,17 @@ def markdown(rows: list[dict], meta: dict) -> str:
         f"Zero-shot throughput, {meta['images']} images from {meta['data']}, batch {meta['batch_size']}, "
         f"{meta['workers']} decode workers, {meta['cpus']} CPU cores, torch threads {meta['threads']}.",
         "",
-        "| model | weights | uncached img/s | cached img/s | model load s | peak RSS MiB: main / child processes |",
-        "|---|---|---|---|---|---|",
+        "",
     ]
-    lines += [
-        f"| {r['model']} | {r['pretrained']} | {r['uncached_img_per_s']} | {r['cached_img_per_s']} | "
-        f"{r['model_load_s']} | {r['peak_rss_main_mib']} / {r['peak_rss_worker_mib']} |"
-        for r in rows
-    ]
-    return "\n".join(lines) + "\n"
+    table = pd.DataFrame({
+        "model": [r["model"] for r in rows],
+        "weights": [r["pretrained"] for r in rows],
+        "uncached img/s": [r["uncached_img_per_s"] for r in rows],
+        "cached img/s": [r["cached_img_per_s"] for r in rows],
+        "model load s": [r["model_load_s"] for r in rows],
+        "peak RSS MiB: main / child processes": [f"{r['peak_rss_main_mib']} / {r['peak_rss_worker_mib']}" for r in rows],
+    })
+    return "\n".join(lines) + markdown_table(table, digits=1)
 
 
 def main() -> None:

@@ -151,8 +151,10 @@ def zeroshot(prompt_files, data, image_column, id_column, image_dir, limit, skip
 
 
 def print_comparison(comparison) -> None:
-    table = comparison.pivot_table(index="attribute", columns="model", values=["accuracy", "macro_f1"], sort=False)
-    click.echo(table.to_string(float_format=lambda v: f"{v:.3f}"))
+    models = list(dict.fromkeys(comparison["model"]))
+    for metric in ("accuracy", "macro_f1"):
+        table = comparison.pivot_table(index="attribute", columns="model", values=metric, sort=False, dropna=False).reindex(columns=models)
+        click.echo(f"{metric}:\n" + table.to_string(float_format=lambda v: f"{v:.3f}", na_rep="-"))
 
 
 def _finetune(config, overrides, out, quiet) -> None:
@@ -199,6 +201,28 @@ def finetune(config, overrides, out, quiet) -> None:
 def align(config, overrides, out, quiet) -> None:
     """Align lite0-minilm on photo-title pairs: `finetune` with the alignment recipe."""
     _finetune(config, overrides, out, quiet)
+
+
+@cli.command()
+@click.option("--out", default="demo", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("-n", "--n", "n", default=600, show_default=True, type=click.IntRange(min=60), help="Products to draw.")
+@click.option("--shots", default=8, show_default=True, type=click.IntRange(min=1), help="Labels per class for fine-tuning.")
+@click.option("--prompts-dir", default="prompts", show_default=True, type=click.Path(file_okay=False),
+              help="Folder with color.yaml, sleeve.yaml and lid.yaml.")
+@click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Embedding cache.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def demo(out, n, shots, prompts_dir, cache_dir, seed, quiet) -> None:
+    """Offline end to end: draw a catalogue, align lite0-minilm on its titles, score the test
+    split zero-shot, fine-tune on a few labels per class, and compare (table + plots)."""
+    from .demo import run_demo
+
+    start = time.perf_counter()
+    with user_errors():
+        table = run_demo(out, prompts_dir, n=n, shots=shots, seed=seed, cache_dir=cache_dir, progress=not quiet)
+    click.echo(f"\ntest split, {n} generated products ({time.perf_counter() - start:.0f}s):")
+    print_comparison(table)
+    click.echo(f"tables and plots in {out}/ (comparison.png, align/, finetune/)")
 
 
 def main() -> None:

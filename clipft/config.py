@@ -30,6 +30,7 @@ class FinetuneCfg:
     groups: str | None = None  # CSV with id,group (e.g. groups.csv), or a column name of the catalogue
     duplicate_threshold: float = 0.95  # cosine of mean-centred image features above which photos share a group
     split_column: str | None = None  # a column with train/val/test, instead of a random split
+    splits_from: str | None = None  # splits.csv of an earlier run (e.g. the alignment): reuse its split
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     shots: int | None = None  # training examples per class (None: the whole train split)
@@ -41,6 +42,7 @@ class FinetuneCfg:
     device: str = "auto"
     # captions: bare class value, the prompt file's templates, or the product title
     captions: str = "label"
+    hard_negatives: bool = False  # title captions: add a counterfactual title per photo, one class word swapped
     # what trains
     lock_image: bool = True
     unlocked_image_groups: int = 0  # with lock_image: leave the last N layer groups of the image tower trainable
@@ -64,6 +66,11 @@ class FinetuneCfg:
     cache_dir: str | None = None
 
     def __post_init__(self) -> None:
+        # Paths given from Python (pathlib) are stored as text so the resolved config saves as YAML.
+        for name, value in vars(self).items():
+            if isinstance(value, os.PathLike):
+                setattr(self, name, os.fspath(value))
+        self.prompts = [os.fspath(p) for p in self.prompts]
         if self.captions not in CAPTIONS:
             raise ConfigError(f"captions: {self.captions!r} is not one of {', '.join(CAPTIONS)}")
         for name in ("val_fraction", "test_fraction"):

@@ -68,11 +68,22 @@ def load_efficientnet_lite0_imagenet() -> torch.nn.Module:
     return net.eval()
 
 
+def _register_bert_layers() -> None:
+    """OpenCLIP's table of HF architectures names BERT's layers for RoBERTa but not for BERT,
+    so ``lock_text_tower(unlocked_layers=N)`` fails on MiniLM; BERT uses the same names."""
+    from open_clip.hf_configs import arch_dict
+
+    names = arch_dict["bert"]["config_names"]
+    names.setdefault("layer_attr", "layer")
+    names.setdefault("token_embeddings_attr", "embeddings")
+
+
 def create_lite0_minilm(checkpoint: str | None = None, device: str | torch.device = "cpu"):
     """Build ``lite0-minilm`` with its pretrained towers, or from a clipft/OpenCLIP checkpoint file."""
     import open_clip
     from open_clip.tokenizer import HFTokenizer
 
+    _register_bert_layers()
     cfg = open_clip.get_model_config(OFFLINE_MODEL)
     text_cfg = copy.deepcopy(cfg["text_cfg"])
     text_cfg["hf_model_name"] = str(minilm_path())

@@ -50,3 +50,15 @@ def plot_training_curves(history, path: str | os.PathLike) -> None:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     save_figure(fig, path)
+
+
+def plot_comparison(table, path: str | os.PathLike, title: str, metric: str = "accuracy") -> None:
+    """Grouped bars: one group per attribute, one bar per model (rows of a comparison table)."""
+    pivot = table.pivot_table(index="attribute", columns="model", values=metric, sort=False)
+    pivot = pivot.reindex(columns=list(dict.fromkeys(table["model"])))  # models in the table order
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.8 * len(pivot)) + 2.5, 4))
+    pivot.plot.bar(ax=ax, rot=0, width=0.8)
+    ax.set(ylabel=metric, ylim=(0, 1), title=title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
+    save_figure(fig, path)

@@ -64,6 +64,23 @@ def attribute_metrics(scored: ScoredCatalogue, predictions: pd.DataFrame) -> dic
     return results
 
 
+def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
+    """A pandas frame as a GitHub markdown table (index included when it is named)."""
+    if any(name is not None for name in frame.index.names):
+        frame = frame.reset_index()
+    if isinstance(frame.columns, pd.MultiIndex):
+        frame.columns = [" ".join(str(c) for c in col if str(c)) for col in frame.columns]
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return "" if np.isnan(value) else f"{value:.{digits}f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
 def summary_table(metrics: dict) -> str:
     rows = [
         {

@@ -137,3 +137,19 @@ def column_splits(catalogue: Catalogue, column: str) -> np.ndarray:
         raise CatalogueError(f"{catalogue.source} line {line}: split column '{column}' has {bad[0]!r}; "
                              f"expected train, val or test")
     return values.to_numpy(dtype=object)
+
+
+def splits_from_file(catalogue: Catalogue, path: str) -> np.ndarray:
+    """The split of each row as an earlier run recorded it in its ``splits.csv`` (id, split)."""
+    try:
+        table = pd.read_csv(path, dtype=str)
+    except FileNotFoundError:
+        raise CatalogueError(f"splits_from: {path} not found") from None
+    if not {"id", "split"} <= set(table.columns):
+        raise CatalogueError(f"{path}: a splits file needs the columns id,split")
+    lookup = dict(zip(table["id"], table["split"]))
+    absent = [i for i in catalogue.ids if i not in lookup]
+    if absent:
+        raise CatalogueError(f"{path}: {len(absent)} product(s) of {catalogue.source} have no split, "
+                             f"e.g. id {absent[0]}; was it written for another catalogue?")
+    return np.array([lookup[i] for i in catalogue.ids], dtype=object)

@@ -7,7 +7,8 @@ product titles (``title``), which is how an unaligned model learns to be a CLIP 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,6 +24,18 @@ class Task:
     texts: np.ndarray  # bare labels or titles, per example
     spec: PromptSpec | None = None
     templated: bool = False
+    swap_vocabulary: list[list[tuple[str, ...]]] = field(default_factory=list)  # per attribute: texts per class
+
+    def hard_negatives(self, positions, rng: np.random.Generator) -> list[str]:
+        """NegCLIP-style counterfactual captions, one per caption where possible: an attribute
+        word of the caption swapped for another class's ("Puma Men Black Shoes" -> "Puma Women
+        Black Shoes"). They only ever act as negatives, so the image side must see the difference."""
+        out = []
+        for text in self.texts[positions]:
+            negative = swap_attribute_word(str(text), self.swap_vocabulary, rng)
+            if negative is not None:
+                out.append(negative)
+        return out
 
     def captions(self, positions, rng: np.random.Generator) -> list[str]:
         if not self.templated:
@@ -54,8 +67,35 @@ def attribute_task(spec: PromptSpec, frame_labels, rows: np.ndarray, templated: 
     return Task(spec.attribute, rows[keep], labels[keep], labels[keep], spec, templated)
 
 
-def title_task(titles: list[str | None], rows: np.ndarray) -> Task:
+def title_task(titles: list[str | None], rows: np.ndarray, vocabulary: list[list[tuple[str, ...]]] = ()) -> Task:
+    """Photos paired with their titles; ``vocabulary`` (from :func:`swap_vocabulary`) enables hard negatives."""
     with_title = np.array([titles[r] is not None for r in rows], dtype=bool)
     rows = rows[with_title]
     texts = np.array([titles[r] for r in rows], dtype=object)
-    return Task("title", rows, np.zeros(len(rows), dtype=int), texts)
+    return Task("title", rows, np.zeros(len(rows), dtype=int), texts, swap_vocabulary=list(vocabulary))
+
+
+def swap_attribute_word(text: str, vocabulary: list[list[tuple[str, ...]]], rng: np.random.Generator) -> str | None:
+    """``text`` with one class word (of one attribute, chosen at random) replaced by a word of
+    another class of that attribute; None when it names no class."""
+    found = []
+    for classes in vocabulary:
+        for index, words in enumerate(classes):
+            for word in words:
+                match = re.search(rf"\b{re.escape(word)}\b", text, flags=re.IGNORECASE)
+                if match:
+                    found.append((classes, index, match))
+    if not found:
+        return None
+    classes, index, match = found[rng.integers(len(found))]
+    others = [c for i, c in enumerate(classes) if i != index]
+    replacement = others[rng.integers(len(others))]
+    word = replacement[rng.integers(len(replacement))]
+    if match.group()[0].isupper():
+        word = word[0].upper() + word[1:]  # titles capitalise their words; so does the negative
+    return text[: match.start()] + word + text[match.end():]
+
+
+def swap_vocabulary(specs: list[PromptSpec]) -> list[list[tuple[str, ...]]]:
+    """Per attribute, the words that name each class: its value and its synonyms."""
+    return [[tuple(dict.fromkeys((value, *spec.synonyms[value]))) for value in spec.classes] for spec in specs]

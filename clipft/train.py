@@ -168,6 +168,9 @@ def fit(
             task = tasks[t]
             rng = np.random.default_rng([cfg.seed, epoch, step])
             unique, ids = caption_ids(task.captions(np.asarray(batch), rng))
+            # extra captions with no image of their own: negatives only (they sit after the positives)
+            seen = set(unique)
+            unique += [n for n in dict.fromkeys(task.hard_negatives(np.asarray(batch), rng)) if n not in seen]
             image = image_fn(task.rows[batch])
             text = model.encode_text(tokenizer(unique).to(device))
             loss = loss_fn(image, text, ids.to(device), model.logit_scale.exp())

@@ -66,3 +66,16 @@ def test_offline_model_is_built_from_both_pretrained_towers(imagenet_net):
         assert model.encode_text(tokenizer(["navy blue", "a mug with a lid"])).shape == (2, 384)
         assert model.encode_image(torch.zeros(1, 3, 224, 224)).shape == (1, 384)
     assert model.logit_scale.exp().item() == pytest.approx(1 / 0.07, rel=1e-4)
+
+
+def test_text_tower_can_be_partly_locked():
+    from clipft.config import FinetuneCfg
+    from clipft.train import lock_towers
+
+    model, _, _ = load_model("lite0-minilm")
+    lock_towers(model, FinetuneCfg(prompts=["p.yaml"], lock_text=True, unlocked_text_layers=2))
+    trainable = {n for n, p in model.text.named_parameters() if p.requires_grad}
+    assert any(n.startswith("transformer.encoder.layer.5.") for n in trainable)
+    assert any(n.startswith("transformer.encoder.layer.4.") for n in trainable)
+    assert not any(n.startswith(("transformer.encoder.layer.3.", "transformer.embeddings.")) for n in trainable)
+    assert "proj.weight" in trainable

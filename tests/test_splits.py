@@ -71,3 +71,14 @@ def test_split_column(tmp_path):
     cat.frame.loc[3, "part"] = "holdout"
     with pytest.raises(CatalogueError, match="line 5: split column 'part' has 'holdout'"):
         column_splits(cat, "part")
+
+
+def test_splits_from_an_earlier_run(tmp_path):
+    from clipft.splits import splits_from_file
+
+    cat = catalogue(tmp_path, n=3)
+    pd.DataFrame({"id": ["0", "1", "2"], "split": ["test", "train", "val"]}).to_csv(tmp_path / "s.csv", index=False)
+    assert splits_from_file(cat, str(tmp_path / "s.csv")).tolist() == ["test", "train", "val"]
+    pd.DataFrame({"id": ["0"], "split": ["test"]}).to_csv(tmp_path / "short.csv", index=False)
+    with pytest.raises(CatalogueError, match="2 product"):
+        splits_from_file(cat, str(tmp_path / "short.csv"))

@@ -138,3 +138,21 @@ def test_shots_and_template_captions(catalogue):
         assert caption in COLOR.prompts_for(value)
     assert all(len(c) == 1 for c in by_class.values())  # one caption per class within a batch
     assert captions == task.captions(np.arange(len(task.rows)), np.random.default_rng(1))
+
+
+def test_hard_negatives_swap_one_class_word():
+    from clipft.prompts import parse_prompt_spec
+    from clipft.tasks import swap_attribute_word, swap_vocabulary
+
+    gender = parse_prompt_spec({"attribute": "g", "column": "g", "templates": ["{}"],
+                                "classes": {"Men": None, "Women": None, "Boys": ["Kids Boys"]}})
+    vocabulary = swap_vocabulary([gender, COLOR])
+    rng = np.random.default_rng(0)
+    swaps = {swap_attribute_word("Puma Men Black Running Shoes", vocabulary, rng) for _ in range(300)}
+    assert "Puma Women Black Running Shoes" in swaps and "Puma Men White Running Shoes" in swaps
+    assert all(s.startswith("Puma ") and s.endswith(" Running Shoes") for s in swaps)
+    assert "Puma Men Black Running Shoes" not in swaps  # always a different class
+    assert all("Women Women" not in s for s in swaps)
+    assert "Puma Men white Running Shoes" not in swaps  # the capital of the matched word is kept
+    assert swap_attribute_word("Acme Ceramic Mug", vocabulary, rng) is None
+    assert swap_attribute_word("Womens Cap", vocabulary, rng) is None  # whole words only

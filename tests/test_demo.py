@@ -1,0 +1,19 @@
+import pandas as pd
+
+from clipft.demo import run_demo
+from conftest import REPO
+
+
+def test_demo_runs_end_to_end_on_a_tiny_model(tmp_path):
+    table = run_demo(tmp_path / "demo", REPO / "prompts", n=60, shots=2, seed=0, cache_dir=tmp_path / "cache",
+                     progress=False, model="clipft-tiny")
+    assert set(table["attribute"]) == {"color", "sleeve", "lid"}
+    assert {"zero-shot before alignment", "aligned zero-shot", "fine-tuned (2 labels/class)", "majority class"} <= set(table["model"])
+    assert table["accuracy"].between(0, 1).all()
+    for path in ("comparison.csv", "comparison.png", "align/best.pt", "finetune/best.pt", "finetune/curves.png"):
+        assert (tmp_path / "demo" / path).is_file(), path
+    align_splits = pd.read_csv(tmp_path / "demo" / "align" / "splits.csv")
+    tune_splits = pd.read_csv(tmp_path / "demo" / "finetune" / "splits.csv")
+    pd.testing.assert_series_equal(align_splits["split"], tune_splits["split"])  # test items never trained on
+    labels = pd.read_json(tmp_path / "demo" / "finetune" / "labels.json")
+    assert (labels.fillna(0).max() <= 2).all()  # at most 2 labels per class
