@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data import ImageFiles, collate_decoded
+from .data import BadImage, Catalogue, CatalogueError, ImageFiles, bad_images_message, check_images, collate_decoded
 from .embedding_store import EmbeddingStore, default_cache_dir
 from .models import tower_fingerprint
 
@@ -33,6 +33,16 @@ class ImageEncoding:
         mask = np.ones(len(self.embeddings), dtype=bool)
         mask[list(self.failed)] = False
         return mask
+
+
+@dataclass
+class CatalogueEncoding:
+    """Image embeddings of a catalogue's usable rows."""
+
+    rows: np.ndarray  # catalogue rows whose photo was read
+    embeddings: np.ndarray  # (len(rows), d)
+    skipped: list[BadImage]  # rows whose photo was missing or could not be decoded
+    encoded: int  # computed in this call (the rest came from the cache)
 
 
 def _short_hash(*parts: str) -> str:
@@ -142,3 +152,23 @@ def encode_texts(
                 chunks.append(model.encode_text(tokens).float().cpu().numpy())
         store.add(todo, np.concatenate(chunks))
     return store.get(list(texts))
+
+
+def encode_catalogue(model, preprocess, catalogue: Catalogue, skip_bad: bool = False, cache_dir=None,
+                     device="cpu", batch_size: int = 64, workers: int = 0, progress: bool = True) -> CatalogueEncoding:
+    """Encode every photo of a catalogue (through the cache).
+
+    Missing files stop the run before any work; photos that fail to decode stop it after the
+    pass (the good embeddings are cached by then), unless ``skip_bad`` is set.
+    """
+    check_images(catalogue, skip_bad)
+    missing = {b.row for b in catalogue.missing}
+    candidates = np.array([r for r in range(len(catalogue)) if r not in missing], dtype=int)
+    encoding = encode_images(model, preprocess, [catalogue.image_paths[r] for r in candidates], cache_dir, device,
+                             batch_size=batch_size, workers=workers, progress=progress)
+    undecodable = [BadImage(int(candidates[i]), catalogue.lines[candidates[i]], str(catalogue.image_paths[candidates[i]]),
+                            reason) for i, reason in sorted(encoding.failed.items())]
+    if undecodable and not skip_bad:
+        raise CatalogueError(bad_images_message(catalogue.source, undecodable))
+    skipped = sorted(catalogue.missing + undecodable, key=lambda b: b.row)
+    return CatalogueEncoding(candidates[encoding.ok], encoding.embeddings[encoding.ok], skipped, encoding.encoded)

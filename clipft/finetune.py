@@ -12,14 +12,15 @@ import torch
 import yaml
 
 from .config import FinetuneCfg, config_dict
-from .data import BadImage, CatalogueError, bad_images_message, check_images, load_catalogue
-from .embeddings import encode_images
+from .data import CatalogueError, load_catalogue
+from .embeddings import encode_catalogue
 from .evaluation import SplitTargets, evaluate, split_targets
 from .fileio import atomic_write, write_json
 from .image_features import CachedImageFeatures, FrozenEncoder, LiveImageFeatures, frozen_split
 from .models import load_model, resolve_device, train_preprocess
 from .plots import plot_training_curves
 from .prompts import load_prompt_specs
+from .reports import write_skipped
 from .splits import assign_groups, column_splits, split_rows, splits_from_file
 from .tasks import attribute_task, swap_vocabulary, title_task
 from .train import fit, lock_towers, wise_ft
@@ -51,7 +52,6 @@ def run_finetune(cfg: FinetuneCfg, out_dir: str | Path, progress: bool = True) -
     specs = load_prompt_specs(cfg.prompts)
     catalogue = load_catalogue(cfg.data, cfg.image_column, cfg.id_column, cfg.title_column, cfg.image_dir,
                                cfg.limit, cfg.seed)
-    check_images(catalogue, cfg.skip_bad)
     if cfg.captions == "title" and catalogue.title_column is None:
         raise CatalogueError(f"{catalogue.source}: captions=title needs a title column (set title_column)")
     with atomic_write(out / "config.yaml") as f:
@@ -64,18 +64,13 @@ def run_finetune(cfg: FinetuneCfg, out_dir: str | Path, progress: bool = True) -
     fast = frozen_split(model) if cfg.lock_image and cfg.unlocked_image_groups == 0 else None
 
     # Frozen features serve the fast path and find near-duplicate photos for the split.
-    missing = {b.row for b in catalogue.missing}
-    candidates = np.array([r for r in range(len(catalogue)) if r not in missing], dtype=int)
     encoder = FrozenEncoder(fast[0] if fast else model.visual)
-    encoding = encode_images(encoder, preprocess, [catalogue.image_paths[r] for r in candidates], cfg.cache_dir,
-                             device, batch_size=cfg.eval_batch_size, workers=cfg.workers, progress=progress)
-    bad = [BadImage(int(candidates[i]), catalogue.lines[candidates[i]], str(catalogue.image_paths[candidates[i]]), why)
-           for i, why in sorted(encoding.failed.items())]
-    if bad and not cfg.skip_bad:
-        raise CatalogueError(bad_images_message(catalogue.source, bad))
-    usable = candidates[encoding.ok]
+    encoding = encode_catalogue(encoder, preprocess, catalogue, cfg.skip_bad, cfg.cache_dir, device,
+                                cfg.eval_batch_size, cfg.workers, progress)
+    usable = encoding.rows
+    write_skipped(catalogue, encoding.skipped, out / "skipped.csv")
     features = np.full((len(catalogue), encoding.embeddings.shape[1]), np.nan, dtype=np.float32)
-    features[usable] = encoding.embeddings[encoding.ok]
+    features[usable] = encoding.embeddings
 
     # Splits: from a column, or stratified on the first attribute and never splitting a group.
     titles = catalogue.titles()

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .data import BadImage, Catalogue
 from .fileio import atomic_write, write_json
 from .metrics import check_labels, classification_metrics
 from .plots import plot_confusion_matrix
@@ -97,23 +98,27 @@ def summary_table(metrics: dict) -> str:
     return pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}")
 
 
+def write_skipped(catalogue: Catalogue, skipped: list[BadImage], path: str | Path) -> None:
+    """skipped.csv: the rows left out because their photo was missing or unreadable (if any)."""
+    if not skipped:
+        return
+    table = pd.DataFrame({
+        "id": [catalogue.ids[b.row] for b in skipped],
+        "line": [b.line for b in skipped],
+        "path": [b.path for b in skipped],
+        "reason": [b.reason for b in skipped],
+    })
+    with atomic_write(path) as f:
+        table.to_csv(f, index=False)
+
+
 def write_zeroshot_report(scored: ScoredCatalogue, out_dir: str | Path, run_info: dict) -> dict:
     """Write every result file into ``out_dir``; return the metrics (empty without labels)."""
     out = Path(out_dir)
     predictions = predictions_frame(scored)
     with atomic_write(out / "predictions.csv") as f:
         predictions.to_csv(f, index=False)
-    if scored.skipped:
-        skipped = pd.DataFrame(
-            {
-                "id": [scored.catalogue.ids[b.row] for b in scored.skipped],
-                "line": [b.line for b in scored.skipped],
-                "path": [b.path for b in scored.skipped],
-                "reason": [b.reason for b in scored.skipped],
-            }
-        )
-        with atomic_write(out / "skipped.csv") as f:
-            skipped.to_csv(f, index=False)
+    write_skipped(scored.catalogue, scored.skipped, out / "skipped.csv")
     metrics = attribute_metrics(scored, predictions)
     if metrics:
         write_json(out / "metrics.json", {"run": run_info, "attributes": metrics})

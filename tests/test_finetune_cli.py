@@ -58,3 +58,18 @@ def test_finetune_errors_are_clear(tmp_path):
     assert "prompts" in result.output
     bad = run(["finetune", "--set", "prompts=[x.yaml]", "--set", "data=nope.csv", "--out", str(tmp_path)], expect=1)
     assert "x.yaml" in bad.output or "nope.csv" in bad.output
+
+
+def test_finetune_skips_bad_photos_when_asked(tmp_path):
+    data = make_catalogue(tmp_path / "cat", n=30, size=32, seed=4)
+    frame = pd.read_csv(data, dtype=str)
+    (data.parent / frame.loc[3, "image"]).write_bytes(b"broken")
+    args = ["finetune", "--set", f"data={data}", "--set", f"prompts=[{REPO}/prompts/color.yaml]",
+            "--set", "model=clipft-tiny", "--set", "epochs=1", "--set", "batch_size=8",
+            "--set", f"cache_dir={tmp_path / 'cache'}", "--quiet"]
+    stopped = run([*args, "--out", str(tmp_path / "a")], expect=1)
+    assert "line 5:" in stopped.output and "cannot decode image" in stopped.output
+    run([*args, "--set", "skip_bad=true", "--out", str(tmp_path / "b")])
+    skipped = pd.read_csv(tmp_path / "b" / "skipped.csv", dtype=str)
+    assert skipped["id"].tolist() == [frame.loc[3, "id"]]
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["splits"]["skipped"] == 1
