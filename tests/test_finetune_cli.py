@@ -73,3 +73,22 @@ def test_finetune_skips_bad_photos_when_asked(tmp_path):
     skipped = pd.read_csv(tmp_path / "b" / "skipped.csv", dtype=str)
     assert skipped["id"].tolist() == [frame.loc[3, "id"]]
     assert json.loads((tmp_path / "b" / "summary.json").read_text())["splits"]["skipped"] == 1
+
+
+def test_finetune_with_a_trainable_image_tower(tmp_path):
+    import torch
+
+    from clipft.models import load_model
+
+    data = make_catalogue(tmp_path / "cat", n=24, size=32, seed=5)
+    base = ["finetune", "--set", f"data={data}", "--set", f"prompts=[{REPO}/prompts/color.yaml]",
+            "--set", "model=clipft-tiny", "--set", "epochs=1", "--set", "batch_size=8",
+            "--set", f"cache_dir={tmp_path / 'cache'}", "--set", "wise_alphas=[1.0]", "--quiet"]
+    for name, extra in (("unlocked", ["lock_image=false", "augment=true"]), ("partial", ["unlocked_image_groups=1"])):
+        out = tmp_path / name
+        run([*base, *[a for e in extra for a in ("--set", e)], "--out", str(out)])
+        assert json.loads((out / "summary.json").read_text())["fast_path"] is False
+        torch.manual_seed(0)
+        initial = load_model("clipft-tiny")[0].state_dict()
+        trained = torch.load(out / "last.pt", weights_only=True)["state_dict"]
+        assert not torch.equal(initial["visual.proj"], trained["visual.proj"])  # the image side trained
