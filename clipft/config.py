@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from .fusion import INPUTS
+
 CAPTIONS = ("label", "template", "title")
 
 
@@ -43,6 +45,11 @@ class FinetuneCfg:
     # captions: bare class value, the prompt file's templates, or the product title
     captions: str = "label"
     hard_negatives: bool = False  # title captions: add a counterfactual title per photo, one class word swapped
+    # what a product is to the classifier (clipft.fusion): its photo, its title, or both fused
+    inputs: str | None = None  # image | text | fusion (default: fusion when the catalogue has titles)
+    title_weight: float = 0.5  # fusion: weight of the title embedding (training, and scoring unless tuned)
+    tune_title_weight: bool = True  # fusion: per attribute, score with the weight that is best on validation
+    title_dropout: float = 0.0  # probability that a training example's title is blanked (seeded)
     # what trains
     lock_image: bool = True
     unlocked_image_groups: int = 0  # with lock_image: leave the last N layer groups of the image tower trainable
@@ -85,6 +92,13 @@ class FinetuneCfg:
             raise ConfigError(f"shots: must be at least 1, got {self.shots}")
         if self.captions != "title" and not self.prompts:
             raise ConfigError("prompts: give at least one prompt file (captions are class labels)")
+        if self.inputs is not None and self.inputs not in INPUTS:
+            raise ConfigError(f"inputs: {self.inputs!r} is not one of {', '.join(INPUTS)}")
+        if self.captions == "title" and self.inputs not in (None, "image"):
+            raise ConfigError(f"inputs: {self.inputs!r} cannot be used with captions=title (the title is the caption)")
+        for name in ("title_weight", "title_dropout"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{name}: must be between 0 and 1, got {getattr(self, name)}")
         if not all(0 <= a <= 1 for a in self.wise_alphas):
             raise ConfigError(f"wise_alphas: every alpha must be in [0, 1], got {self.wise_alphas}")
 

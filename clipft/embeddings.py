@@ -45,16 +45,16 @@ class CatalogueEncoding:
     encoded: int  # computed in this call (the rest came from the cache)
 
 
-def _short_hash(*parts: str) -> str:
+def short_hash(*parts: str) -> str:
     return hashlib.blake2b("\n".join(parts).encode(), digest_size=12).hexdigest()
 
 
 def image_store(model, preprocess, cache_dir: str | os.PathLike | None) -> EmbeddingStore:
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return EmbeddingStore(root / "image" / _short_hash(tower_fingerprint(model, "image"), repr(preprocess)))
+    return EmbeddingStore(root / "image" / short_hash(tower_fingerprint(model, "image"), repr(preprocess)))
 
 
-def _tokenizer_id(tokenizer) -> str:
+def tokenizer_id(tokenizer) -> str:
     # The default repr holds a memory address; the cache key must survive restarts.
     inner = getattr(tokenizer, "tokenizer", None)
     return f"{type(tokenizer).__name__}|{getattr(tokenizer, 'context_length', '')}|{getattr(inner, 'name_or_path', '')}"
@@ -142,7 +142,7 @@ def encode_texts(
     store = EmbeddingStore(None)
     if cache:
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        store = EmbeddingStore(root / "text" / _short_hash(tower_fingerprint(model, "text"), _tokenizer_id(tokenizer)))
+        store = EmbeddingStore(root / "text" / short_hash(tower_fingerprint(model, "text"), tokenizer_id(tokenizer)))
     todo = sorted({t for t in texts if t not in store})
     if todo:
         chunks = []

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .fusion import WEIGHT_GRID, ProductFeatures, ProductParts, combine
 from .losses import CaptionContrastiveLoss, caption_ids
 from .metrics import check_labels, classification_metrics
 from .prompts import PromptSpec
@@ -36,19 +37,40 @@ def split_targets(frame, specs: list[PromptSpec], titles: list[str | None], rows
     return SplitTargets(per_rows, per_labels, title_rows, np.array([titles[r] for r in title_rows], dtype=object))
 
 
-def _embed(image_fn, rows: np.ndarray, batch_size: int) -> np.ndarray:
-    chunks = [image_fn(rows[i : i + batch_size]).float().cpu().numpy() for i in range(0, len(rows), batch_size)]
-    return np.concatenate(chunks) if chunks else np.zeros((0, 1), dtype=np.float32)
+def _parts(features: ProductFeatures, rows: np.ndarray, batch_size: int) -> ProductParts:
+    chunks = [features.parts(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
+
+    def cat(name):
+        values = [getattr(c, name) for c in chunks]
+        return None if values[0] is None else torch.cat(values).cpu()
+
+    image, title = cat("image"), cat("title")
+    return ProductParts(None if image is None else image.float(), None if title is None else title.float(),
+                        cat("has_title"))
+
+
+def _scores(clf: ZeroShotClassifier, embeddings: torch.Tensor, labels: np.ndarray) -> dict:
+    proba = clf.predict_proba(embeddings.numpy())
+    index = {c: i for i, c in enumerate(clf.classes_)}
+    target = np.array([index[v] for v in labels])
+    loss = float(-np.log(proba[np.arange(len(target)), target].clip(min=1e-12)).mean())
+    metrics = classification_metrics(labels, clf.classes_[proba.argmax(axis=1)])
+    return {"loss": loss, "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "n": metrics["n"]}
 
 
 @torch.no_grad()
-def evaluate(model, tokenizer, image_fn, specs: list[PromptSpec], targets: SplitTargets, captions: str,
-             batch_size: int = 256, device="cpu", with_title_loss: bool = False) -> dict:
+def evaluate(model, features: ProductFeatures, text_fn, specs: list[PromptSpec], targets: SplitTargets,
+             captions: str, batch_size: int = 256, with_title_loss: bool = False,
+             weights: dict[str, float] | None = None, tune_weights: bool = False) -> dict:
     """Per-attribute loss/accuracy/macro-F1 and, when asked, the title contrastive loss.
 
     ``loss`` is the mean of the losses of what the run trains: each attribute's cross-entropy
-    of its images over all its classes, and for title runs the contrastive loss over fixed
+    of its products over all its classes, and for title runs the contrastive loss over fixed
     chunks of the split (the same loss as training, on batches that never change).
+
+    Fusion models use ``features.weight``, or per attribute ``weights[attribute]``; with
+    ``tune_weights`` each attribute takes the weight of :data:`WEIGHT_GRID` with the best
+    accuracy here (and reports it as ``weight``), which is how validation picks it.
     """
     out: dict = {}
     losses = []
@@ -56,25 +78,25 @@ def evaluate(model, tokenizer, image_fn, specs: list[PromptSpec], targets: Split
         rows, labels = targets.rows[spec.attribute], targets.labels[spec.attribute]
         if not len(rows):
             continue
-        clf = ZeroShotClassifier(model, tokenizer, spec.bare() if captions == "label" else spec,
-                                 device=device, cache=False).fit()
-        proba = clf.predict_proba(_embed(image_fn, rows, batch_size))
-        index = {c: i for i, c in enumerate(clf.classes_)}
-        target = np.array([index[v] for v in labels])
-        loss = float(-np.log(proba[np.arange(len(target)), target].clip(min=1e-12)).mean())
-        metrics = classification_metrics(labels, clf.classes_[proba.argmax(axis=1)])
-        out[spec.attribute] = {"loss": loss, "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
-                               "n": metrics["n"]}
+        clf = ZeroShotClassifier(model, None, spec.bare() if captions == "label" else spec, text_fn=text_fn).fit()
+        parts = _parts(features, rows, batch_size)
+        if features.inputs != "fusion":
+            candidates = [features.weight]
+        else:
+            candidates = WEIGHT_GRID if tune_weights else [(weights or {}).get(spec.attribute, features.weight)]
+        scored = [(w, _scores(clf, combine(parts, features.inputs, w), labels)) for w in candidates]
+        weight, result = max(scored, key=lambda item: item[1]["accuracy"])  # first best: the lowest weight
+        out[spec.attribute] = result | ({"weight": weight} if features.inputs == "fusion" else {})
         if captions != "title":
-            losses.append(loss)
+            losses.append(result["loss"])
     if with_title_loss and len(targets.title_rows):
         loss_fn = CaptionContrastiveLoss()
         chunk_losses, sizes = [], []
         for start in range(0, len(targets.title_rows), batch_size):
             rows = targets.title_rows[start : start + batch_size]
             unique, ids = caption_ids(list(targets.titles[start : start + batch_size]))
-            text = model.encode_text(tokenizer(unique).to(device))
-            chunk_losses.append(loss_fn(image_fn(rows), text, ids.to(device), model.logit_scale.exp()).item())
+            logit_scale = model.logit_scale.exp()
+            chunk_losses.append(loss_fn(features(rows), text_fn(unique), ids.to(logit_scale.device), logit_scale).item())
             sizes.append(len(rows))
         out["title"] = {"loss": float(np.average(chunk_losses, weights=sizes)), "n": int(sum(sizes))}
         losses.append(out["title"]["loss"])

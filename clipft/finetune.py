@@ -12,16 +12,18 @@ import torch
 import yaml
 
 from .config import FinetuneCfg, config_dict
-from .data import CatalogueError, load_catalogue
+from .data import Catalogue, CatalogueError, load_catalogue
 from .embeddings import encode_catalogue
 from .evaluation import SplitTargets, evaluate, split_targets
 from .fileio import atomic_write, write_json
+from .fusion import ProductFeatures
 from .image_features import CachedImageFeatures, FrozenEncoder, LiveImageFeatures, frozen_split
 from .models import load_model, resolve_device, train_preprocess
 from .plots import plot_training_curves
-from .prompts import load_prompt_specs
+from .prompts import PromptSpec, load_prompt_specs
 from .reports import write_skipped
 from .splits import assign_groups, column_splits, split_rows, splits_from_file
+from .text_features import text_features
 from .tasks import attribute_task, swap_vocabulary, title_task
 from .train import fit, lock_towers, wise_ft
 
@@ -45,8 +47,39 @@ def _majority(train: SplitTargets, test: SplitTargets, attribute: str) -> dict:
     return {"accuracy": float(np.mean(labels == top)), "macro_f1": float("nan"), "n": len(labels)}
 
 
-def run_finetune(cfg: FinetuneCfg, out_dir: str | Path, progress: bool = True) -> FinetuneResult:
-    out = Path(out_dir)
+@dataclass
+class PreparedRun:
+    """Everything a run on one catalogue shares before training: the catalogue and its split,
+    the model (its towers locked as configured) and the frozen image features."""
+
+    catalogue: Catalogue
+    specs: list[PromptSpec]
+    model: torch.nn.Module
+    preprocess: object
+    tokenizer: object
+    device: str
+    zeroshot_state: dict
+    frozen_modules: list
+    head: torch.nn.Module | None  # trainable head on cached features (fast path), else None
+    features: np.ndarray  # per catalogue row: frozen image features (NaN where skipped)
+    usable: np.ndarray  # rows whose photo was read
+    rows: dict[str, np.ndarray]  # train/val/test rows
+    titles: list[str | None]
+    inputs: str  # image | text | fusion, resolved
+
+    def image_fn(self, transform=None):
+        """Image side for scoring (or, with a training ``transform``, for training)."""
+        if self.head is not None:
+            return CachedImageFeatures(self.features, self.head, self.device)
+        return LiveImageFeatures(self.model, self.catalogue.image_paths, transform or self.preprocess, self.device)
+
+    def product_features(self, cfg: FinetuneCfg, text_fn, transform=None) -> ProductFeatures:
+        return ProductFeatures(self.image_fn(transform), text_fn, np.array(self.titles, dtype=object),
+                               self.inputs, cfg.title_weight)
+
+
+def prepare_run(cfg: FinetuneCfg, out: Path, progress: bool = True) -> PreparedRun:
+    """catalogue -> model -> frozen features -> split; writes config.yaml, skipped.csv and splits.csv."""
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     specs = load_prompt_specs(cfg.prompts)
@@ -54,6 +87,9 @@ def run_finetune(cfg: FinetuneCfg, out_dir: str | Path, progress: bool = True) -
                                cfg.limit, cfg.seed)
     if cfg.captions == "title" and catalogue.title_column is None:
         raise CatalogueError(f"{catalogue.source}: captions=title needs a title column (set title_column)")
+    inputs = cfg.inputs or ("fusion" if catalogue.title_column and cfg.captions != "title" else "image")
+    if inputs != "image" and catalogue.title_column is None:
+        raise CatalogueError(f"{catalogue.source}: inputs={inputs} needs a title column (set title_column)")
     with atomic_write(out / "config.yaml") as f:
         yaml.safe_dump(config_dict(cfg), f, sort_keys=False)
 
@@ -73,7 +109,6 @@ def run_finetune(cfg: FinetuneCfg, out_dir: str | Path, progress: bool = True) -
     features[usable] = encoding.embeddings
 
     # Splits: from a column, or stratified on the first attribute and never splitting a group.
-    titles = catalogue.titles()
     split = np.full(len(catalogue), "skipped", dtype=object)
     groups = np.full(len(catalogue), -1)
     if cfg.splits_from:
@@ -88,6 +123,15 @@ def run_finetune(cfg: FinetuneCfg, out_dir: str | Path, progress: bool = True) -
     with atomic_write(out / "splits.csv") as f:
         pd.DataFrame({"id": catalogue.ids, "split": split, "group": groups}).to_csv(f, index=False)
     rows = {name: np.flatnonzero(split == name) for name in ("train", "val", "test")}
+    return PreparedRun(catalogue, specs, model, preprocess, tokenizer, device, zeroshot_state, frozen_modules,
+                       fast[1] if fast else None, features, usable, rows, catalogue.titles(), inputs)
+
+
+def run_finetune(cfg: FinetuneCfg, out_dir: str | Path, progress: bool = True) -> FinetuneResult:
+    out = Path(out_dir)
+    run = prepare_run(cfg, out, progress)
+    catalogue, specs, model, rows, titles = run.catalogue, run.specs, run.model, run.rows, run.titles
+    zeroshot_state, device = run.zeroshot_state, run.device
 
     if cfg.captions == "title":
         tasks = [title_task(titles, rows["train"], swap_vocabulary(specs) if cfg.hard_negatives else ())]
@@ -101,20 +145,20 @@ def run_finetune(cfg: FinetuneCfg, out_dir: str | Path, progress: bool = True) -
     write_json(out / "labels.json", {t.name: dict(Counter(map(str, t.labels)).most_common()) for t in tasks}
                if cfg.captions != "title" else {"title": len(tasks[0].rows)})
 
-    if fast:
-        train_fn = eval_fn = CachedImageFeatures(features, fast[1], device)
-    else:
-        eval_fn = LiveImageFeatures(model, catalogue.image_paths, preprocess, device)
-        train_transform = train_preprocess(model) if cfg.augment else preprocess
-        train_fn = LiveImageFeatures(model, catalogue.image_paths, train_transform, device)
+    text_fn = text_features(model, run.tokenizer, device, cfg.cache_dir)
+    eval_features = run.product_features(cfg, text_fn)
+    train_features = eval_features if run.head is not None else run.product_features(
+        cfg, text_fn, train_preprocess(model) if cfg.augment else None)
     targets = {name: split_targets(catalogue.frame, specs, titles, r) for name, r in rows.items()}
     title_loss = cfg.captions == "title"
+    fusion = run.inputs == "fusion"
 
-    def score(split_name: str, captions: str = cfg.captions) -> dict:
-        return evaluate(model, tokenizer, eval_fn, specs, targets[split_name], captions, cfg.eval_batch_size,
-                        device, with_title_loss=title_loss)
+    def score(split_name: str, captions: str = cfg.captions, features=eval_features, **weights) -> dict:
+        return evaluate(model, features, text_fn, specs, targets[split_name], captions, cfg.eval_batch_size,
+                        with_title_loss=title_loss, **weights)
 
-    result = fit(model, tokenizer, tasks, train_fn, lambda: score("val"), cfg, out, frozen_modules, device, progress)
+    result = fit(model, tasks, train_features, text_fn, lambda: score("val"), cfg, out, run.frozen_modules, device,
+                 progress)
     train_seconds = float(sum(row["seconds"] for row in result.history))  # over resumptions too
     best = torch.load(out / "best.pt", map_location="cpu", weights_only=True)["state_dict"]
 
@@ -133,11 +177,24 @@ def run_finetune(cfg: FinetuneCfg, out_dir: str | Path, progress: bool = True) -
     models = [(names[0], zeroshot_state, "template"), (names[1], best, cfg.captions)]
     if best_alpha not in (0.0, 1.0):
         models.append((f"wise-ft alpha={best_alpha:g}", wise_ft(zeroshot_state, best, best_alpha), cfg.captions))
+    chosen_weights = {}
     for name, state, captions in models:
         model.load_state_dict(state)
-        test = score("test", "template" if captions == "title" else captions)
-        comparison += [{"attribute": s.attribute, "model": name, **{k: test[s.attribute][k] for k in ("accuracy", "macro_f1", "n")}}
-                       for s in specs if s.attribute in test]
+        captions = "template" if captions == "title" else captions
+        weights = {}
+        if fusion and cfg.tune_title_weight:
+            val = score("val", captions, tune_weights=True)
+            weights = {s.attribute: val[s.attribute]["weight"] for s in specs if s.attribute in val}
+            chosen_weights[name] = weights
+        variants = [(name, eval_features)]
+        if run.inputs != "image":  # the same model on products whose titles are missing
+            variants.append((f"{name} (no titles)", eval_features.without_titles()))
+        for label, features in variants:
+            test = score("test", captions, features, weights=weights)
+            comparison += [{"attribute": s.attribute, "model": label,
+                            **{k: test[s.attribute][k] for k in ("accuracy", "macro_f1", "n")},
+                            **({"title_weight": test[s.attribute]["weight"]} if fusion else {})}
+                           for s in specs if s.attribute in test]
     for spec in specs:
         majority = _majority(targets["train"], targets["test"], spec.attribute)
         if majority:
@@ -149,11 +206,13 @@ def run_finetune(cfg: FinetuneCfg, out_dir: str | Path, progress: bool = True) -
         wise.to_csv(f, index=False)
     with atomic_write(out / "comparison.csv") as f:
         comparison.to_csv(f, index=False)
-    sizes = {name: int(len(r)) for name, r in rows.items()} | {"skipped": int(len(catalogue) - len(usable))}
+    sizes = {name: int(len(r)) for name, r in rows.items()} | {"skipped": int(len(catalogue) - len(run.usable))}
     write_json(out / "summary.json", {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
                                       "stopped": result.stopped, "train_seconds": round(train_seconds, 1),
                                       "wise_best_alpha": best_alpha, "splits": sizes,
-                                      "fast_path": bool(fast), "training_examples": {t.name: len(t.rows) for t in tasks}})
+                                      "fast_path": run.head is not None,
+                                      "inputs": run.inputs, "title_weights": chosen_weights,
+                                      "training_examples": {t.name: len(t.rows) for t in tasks}})
     plot_training_curves(pd.DataFrame(result.history), out / "curves.png")
     return FinetuneResult(out, result.best_epoch, result.stopped, comparison, wise, sizes, train_seconds)
 

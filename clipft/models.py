@@ -104,6 +104,16 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def weights_fingerprint(state_dict: dict) -> str:
+    """Hash of a set of named tensors: their names, dtypes, shapes and values."""
+    digest = hashlib.blake2b(digest_size=16)
+    for key, tensor in sorted(state_dict.items()):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def tower_fingerprint(model: torch.nn.Module, tower: str) -> str:
     """Hash of the weights that produce one tower's embeddings ('image' or 'text').
 
@@ -112,11 +122,4 @@ def tower_fingerprint(model: torch.nn.Module, tower: str) -> str:
     """
     if tower not in ("image", "text"):
         raise ValueError(f"tower must be 'image' or 'text', got {tower!r}")
-    digest = hashlib.blake2b(digest_size=16)
-    for key, tensor in sorted(model.state_dict().items()):
-        if key.startswith("visual.") != (tower == "image"):
-            continue
-        flat = tensor.detach().cpu().contiguous().reshape(-1)
-        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(flat.view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    return weights_fingerprint({k: v for k, v in model.state_dict().items() if k.startswith("visual.") == (tower == "image")})

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from .config import ConfigError, FinetuneCfg, config_dict
 from .fileio import atomic_write
+from .fusion import ProductFeatures, title_dropout_mask
 from .losses import CaptionContrastiveLoss, caption_ids
 from .sampler import BalancedBatchSampler
 from .tasks import Task
@@ -109,9 +110,9 @@ def _interleave(samplers: list[BalancedBatchSampler]):
 
 def fit(
     model: nn.Module,
-    tokenizer,
     tasks: list[Task],
-    image_fn: Callable,
+    features: ProductFeatures,
+    text_fn: Callable,
     evaluate_fn: Callable[[], dict],
     cfg: FinetuneCfg,
     out_dir: str | Path,
@@ -121,8 +122,9 @@ def fit(
 ) -> FitResult:
     """Train ``model`` in place on ``tasks``; leave ``best.pt`` and ``last.pt`` in ``out_dir``.
 
-    ``image_fn(rows)`` gives image embeddings (with gradients where the image side trains);
-    ``evaluate_fn()`` scores the validation split and returns a dict with ``loss``.
+    ``features(rows, drop)`` gives product embeddings (with gradients where a tower trains;
+    ``drop`` marks the examples whose title is dropped this step, with probability
+    ``cfg.title_dropout``); ``text_fn(strings)`` gives caption embeddings; ``evaluate_fn()`` scores the validation split and returns a dict with ``loss``.
     ``frozen`` modules are kept in eval mode (no dropout, no batch-norm updates).
     """
     out = Path(out_dir)
@@ -171,8 +173,9 @@ def fit(
             # extra captions with no image of their own: negatives only (they sit after the positives)
             seen = set(unique)
             unique += [n for n in dict.fromkeys(task.hard_negatives(np.asarray(batch), rng)) if n not in seen]
-            image = image_fn(task.rows[batch])
-            text = model.encode_text(tokenizer(unique).to(device))
+            drop = title_dropout_mask(len(batch), cfg.title_dropout, rng)
+            image = features(task.rows[batch], drop)
+            text = text_fn(unique)
             loss = loss_fn(image, text, ids.to(device), model.logit_scale.exp())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

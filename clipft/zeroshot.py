@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from sklearn.exceptions import NotFittedError
 
 from .embeddings import encode_texts
@@ -27,23 +28,29 @@ class ZeroShotClassifier:
     """scikit-learn-style classifier whose ``fit`` needs no labels: it builds the class
     weights from the prompt file (templates x synonyms per class).
 
-    ``predict_proba`` takes image embeddings as returned by ``encode_images``.
+    ``predict_proba`` takes image embeddings as returned by ``encode_images`` (or fused
+    product embeddings, see :mod:`clipft.fusion`). ``text_fn`` (strings -> embeddings, see
+    :mod:`clipft.text_features`) replaces the cached ``encode_texts`` while a model trains.
     """
 
-    def __init__(self, model, tokenizer, spec: PromptSpec, cache_dir=None, device="cpu", cache: bool = True):
+    def __init__(self, model, tokenizer, spec: PromptSpec, cache_dir=None, device="cpu", cache: bool = True,
+                 text_fn=None):
         self.model = model
         self.tokenizer = tokenizer
         self.spec = spec
         self.cache_dir = cache_dir
         self.device = device
         self.cache = cache
+        self.text_fn = text_fn
 
     def fit(self, X=None, y=None) -> "ZeroShotClassifier":
         prompts = [self.spec.prompts_for(value) for value in self.spec.classes]
-        flat = encode_texts(
-            self.model, self.tokenizer, [p for group in prompts for p in group], self.cache_dir, self.device,
-            cache=self.cache,
-        )
+        texts = [p for group in prompts for p in group]
+        if self.text_fn is not None:
+            with torch.no_grad():
+                flat = self.text_fn(texts).float().cpu().numpy()
+        else:
+            flat = encode_texts(self.model, self.tokenizer, texts, self.cache_dir, self.device, cache=self.cache)
         bounds = np.cumsum([0] + [len(g) for g in prompts])
         self.classes_ = np.array(self.spec.classes, dtype=object)
         self.weights_ = ensemble_prompts([flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])])

@@ -5,11 +5,13 @@ import torch
 from clipft.config import FinetuneCfg
 from clipft.data import load_catalogue
 from clipft.embeddings import encode_images
+from clipft.fusion import ProductFeatures
 from clipft.image_features import CachedImageFeatures, FrozenEncoder, LiveImageFeatures, frozen_split
 from clipft.models import TINY_MODEL, load_model
 from clipft.prompts import load_prompt_spec
 from clipft.synthetic import make_catalogue
 from clipft.tasks import attribute_task, sample_shots
+from clipft.text_features import LiveTextFeatures
 from clipft.train import fit, lock_towers, wise_ft
 from conftest import REPO
 
@@ -31,6 +33,10 @@ def new_model(name=TINY_MODEL):
     return load_model(name)
 
 
+def image_only(image_fn, catalogue):
+    return ProductFeatures(image_fn, None, catalogue.titles())
+
+
 def colour_task(catalogue, **kwargs):
     return attribute_task(COLOR, catalogue.frame["baseColour"], np.arange(len(catalogue)), False, None, 0, **kwargs)
 
@@ -45,7 +51,8 @@ def train(catalogue, out, config, evaluate=lambda: {"loss": 0.0}, fast=True, nam
         image_fn = CachedImageFeatures(encoding.embeddings, head)
     else:
         image_fn = LiveImageFeatures(model, catalogue.image_paths, preprocess)
-    result = fit(model, tokenizer, [colour_task(catalogue)], image_fn, evaluate, config, out, frozen, progress=False)
+    result = fit(model, [colour_task(catalogue)], image_only(image_fn, catalogue), LiveTextFeatures(model, tokenizer),
+                 evaluate, config, out, frozen, progress=False)
     return model, result
 
 
@@ -76,8 +83,8 @@ def test_best_epoch_is_the_lowest_validation_loss_and_patience_stops(tmp_path, c
     frozen = lock_towers(model, config)
     trunk, head = frozen_split(model)
     features = encode_images(FrozenEncoder(trunk), preprocess, catalogue.image_paths, tmp_path / "c", progress=False)
-    result = fit(model, tokenizer, [colour_task(catalogue)], CachedImageFeatures(features.embeddings, head),
-                 evaluate, config, tmp_path, frozen, progress=False)
+    result = fit(model, [colour_task(catalogue)], image_only(CachedImageFeatures(features.embeddings, head), catalogue),
+                 LiveTextFeatures(model, tokenizer), evaluate, config, tmp_path, frozen, progress=False)
     assert result.best_epoch == 2 and result.best_val_loss == 1.0
     assert len(result.history) == 4 and result.stopped == "early stopping"  # epochs 3 and 4 were worse
     best = torch.load(tmp_path / "best.pt", weights_only=True)
