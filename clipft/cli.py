@@ -15,6 +15,7 @@ from .data import CatalogueError
 from .models import ModelLoadError
 from .prompts import PromptFileError
 
+INPUT_NAMES = {"image": "their photos", "text": "their titles", "fusion": "photo + title"}
 USER_ERRORS = (PromptFileError, CatalogueError, ModelLoadError, ConfigError, FileNotFoundError)
 
 
@@ -108,11 +109,21 @@ def sample_data(out: str, n: int, size: int, seed: int) -> None:
 @click.option("--prompts", "prompt_files", multiple=True, required=True, type=click.Path(dir_okay=False),
               help="Prompt file (prompts/*.yaml); repeat for several attributes.")
 @catalogue_options
+@click.option("--title-column", default=None,
+              help="Column with product titles (default: title, productDisplayName or name when present).")
+@click.option("--image-only", "inputs", flag_value="image", help="Ignore titles: score the photos alone.")
+@click.option("--text-only", "inputs", flag_value="text", help="Score the titles alone (photos are not read).")
+@click.option("--title-weight", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+              help="Weight of the title in image+title fusion (0: the photo alone, 1: the title alone).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for predictions.csv, metrics.json and plots.")
 @model_options
 def zeroshot(prompt_files, data, image_column, id_column, image_dir, limit, skip_bad, batch_size, workers,
-             cache_dir, seed, out, model, pretrained, device) -> None:
-    """Score catalogue photos against attribute prompts, zero-shot.
+             cache_dir, seed, title_column, inputs, title_weight, out, model, pretrained, device) -> None:
+    """Score catalogue products against attribute prompts, zero-shot.
+
+    When the catalogue has titles, each product is scored on its photo and its title fused
+    (a weighted sum of the two unit embeddings; a product without a title falls back to its
+    photo); --image-only and --text-only score one of them alone.
 
     Writes predictions.csv (per attribute: value, probability, top 3); where the catalogue has
     the attribute's column, also metrics.json and a confusion matrix per attribute.
@@ -120,6 +131,7 @@ def zeroshot(prompt_files, data, image_column, id_column, image_dir, limit, skip
     import torch
 
     from .data import load_catalogue
+    from .fusion import resolve_inputs
     from .models import load_model, resolve_device
     from .prompts import load_prompt_specs
     from .reports import summary_table, write_zeroshot_report
@@ -128,16 +140,18 @@ def zeroshot(prompt_files, data, image_column, id_column, image_dir, limit, skip
     start = time.perf_counter()
     with user_errors():
         specs = load_prompt_specs(prompt_files)
-        catalogue = load_catalogue(data, image_column, id_column, None, image_dir, limit, seed)
+        catalogue = load_catalogue(data, image_column, id_column, title_column, image_dir, limit, seed)
+        inputs = resolve_inputs(inputs, catalogue)
         device = resolve_device(device)
         torch.manual_seed(seed)
         clip, preprocess, tokenizer = load_model(model, pretrained, device)
         scored = zeroshot_catalogue(clip, preprocess, tokenizer, catalogue, specs, skip_bad, cache_dir, device,
-                                    batch_size=batch_size, workers=workers)
-        run = {"command": "zeroshot", "model": model, "pretrained": pretrained, "data": str(data),
+                                    batch_size=batch_size, workers=workers, inputs=inputs, title_weight=title_weight)
+        run = {"command": "zeroshot", "model": model, "pretrained": pretrained, "data": str(data), "inputs": inputs,
+               "title_column": catalogue.title_column, "title_weight": title_weight if inputs == "fusion" else None,
                "prompts": list(prompt_files), "seed": seed, "limit": limit, "seconds": round(time.perf_counter() - start, 2)}
         metrics = write_zeroshot_report(scored, out, run)
-    click.echo(f"scored {len(scored.rows)} of {len(catalogue)} products "
+    click.echo(f"scored {len(scored.rows)} of {len(catalogue)} products on {INPUT_NAMES[inputs]} "
                f"({scored.encoded} images encoded, the rest from the cache); skipped {len(scored.skipped)}")
     for spec in specs:
         unknown = metrics.get(spec.attribute, {}).get("unknown_values")
@@ -201,6 +215,33 @@ def finetune(config, overrides, out, quiet) -> None:
 def align(config, overrides, out, quiet) -> None:
     """Align lite0-minilm on photo-title pairs: `finetune` with the alignment recipe."""
     _finetune(config, overrides, out, quiet)
+
+
+@cli.command()
+@click.option("--config", type=click.Path(dir_okay=False), default=None,
+              help="Training recipe (configs/*.yaml): data, prompts, model, split, shots.")
+@click.option("--classifier", "classifiers", multiple=True, default=("logistic",), show_default=True,
+              type=click.Choice(["logistic", "svm", "mlp"]), help="scikit-learn classifier; repeat for several.")
+@click.option("--features", "features", multiple=True, default=("image",), show_default=True,
+              type=click.Choice(["image", "text", "both"]),
+              help="Image embeddings, title embeddings, or both concatenated; repeat for several.")
+@functools.partial(functools.reduce, lambda f, opt: opt(f), reversed(finetune_options))
+def probe(config, classifiers, features, overrides, out, quiet) -> None:
+    """Baselines: scikit-learn classifiers on frozen (cached) embeddings, trained on the same
+    split and training examples as `finetune` (the same config), scored on its test split with
+    titles present and removed. Regularisation is chosen on validation. Writes probe.csv."""
+    from .config import load_config
+    from .probe import run_probe
+
+    with user_errors():
+        cfg = load_config(config, overrides)
+        table = run_probe(cfg, out, tuple(dict.fromkeys(classifiers)), tuple(dict.fromkeys(features)),
+                          progress=not quiet)
+    if len(table):
+        click.echo("test split:\n" + table.pivot_table(index=["attribute", "classifier", "features"], columns="titles",
+                                                       values=["accuracy", "macro_f1"], sort=False)
+                   .to_string(float_format=lambda v: f"{v:.3f}"))
+    click.echo(f"results in {out}/probe.csv")
 
 
 @cli.command()

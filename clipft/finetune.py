@@ -16,7 +16,7 @@ from .data import Catalogue, CatalogueError, load_catalogue
 from .embeddings import encode_catalogue
 from .evaluation import SplitTargets, evaluate, split_targets
 from .fileio import atomic_write, write_json
-from .fusion import ProductFeatures
+from .fusion import ProductFeatures, resolve_inputs
 from .image_features import CachedImageFeatures, FrozenEncoder, LiveImageFeatures, frozen_split
 from .models import load_model, resolve_device, train_preprocess
 from .plots import plot_training_curves
@@ -87,9 +87,7 @@ def prepare_run(cfg: FinetuneCfg, out: Path, progress: bool = True) -> PreparedR
                                cfg.limit, cfg.seed)
     if cfg.captions == "title" and catalogue.title_column is None:
         raise CatalogueError(f"{catalogue.source}: captions=title needs a title column (set title_column)")
-    inputs = cfg.inputs or ("fusion" if catalogue.title_column and cfg.captions != "title" else "image")
-    if inputs != "image" and catalogue.title_column is None:
-        raise CatalogueError(f"{catalogue.source}: inputs={inputs} needs a title column (set title_column)")
+    inputs = resolve_inputs(cfg.inputs or ("image" if cfg.captions == "title" else None), catalogue)
     with atomic_write(out / "config.yaml") as f:
         yaml.safe_dump(config_dict(cfg), f, sort_keys=False)
 

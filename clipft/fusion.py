@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .data import Catalogue, CatalogueError
+
 INPUTS = ("image", "text", "fusion")
 WEIGHT_GRID = tuple(np.round(np.linspace(0, 1, 11), 2).tolist())  # title weights tried on validation
 
@@ -34,6 +36,18 @@ def combine(parts: ProductParts, inputs: str, weight: float) -> torch.Tensor:
         return parts.title
     w = torch.where(parts.has_title, torch.tensor(float(weight)), torch.tensor(0.0)).to(parts.image)[:, None]
     return (1 - w) * parts.image + w * parts.title
+
+
+def resolve_inputs(requested: str | None, catalogue: Catalogue) -> str:
+    """``requested``, or by default fusion when the catalogue has a title column; text and
+    fusion need one."""
+    inputs = requested or ("fusion" if catalogue.title_column else "image")
+    if inputs not in INPUTS:
+        raise ValueError(f"inputs must be one of {', '.join(INPUTS)}, got {inputs!r}")
+    if inputs != "image" and catalogue.title_column is None:
+        raise CatalogueError(f"{catalogue.source}: scoring on {inputs} needs titles: name the title column "
+                             f"(--title-column, or title_column in a config)")
+    return inputs
 
 
 def title_dropout_mask(n: int, p: float, rng: np.random.Generator) -> np.ndarray:

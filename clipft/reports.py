@@ -23,9 +23,10 @@ def _top_k(proba: np.ndarray, classes, k: int = TOP_K) -> list[str]:
 
 
 def predictions_frame(scored: ScoredCatalogue) -> pd.DataFrame:
-    """One row per scored product: its id, then per attribute the predicted value, its
+    """One row per scored product: its id, what it was scored on (image, title, image+title),
+    then per attribute the predicted value, its
     probability and the top 3 as ``value:prob;value:prob;...``."""
-    columns = {"id": [scored.catalogue.ids[r] for r in scored.rows]}
+    columns = {"id": [scored.catalogue.ids[r] for r in scored.rows], "scored_on": scored.scored_on}
     for spec in scored.specs:
         proba = scored.proba[spec.attribute]
         best = proba.argmax(axis=1) if len(proba) else np.zeros(0, dtype=int)

@@ -1,4 +1,5 @@
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,7 @@ import torch
 # Tests never touch the network or a GPU, and never use the user's cache.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+os.environ.setdefault("CLIPFT_CACHE", tempfile.mkdtemp(prefix="clipft-test-cache-"))
 
 FASHION = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fashion"
 REPO = Path(__file__).resolve().parents[1]

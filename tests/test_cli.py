@@ -34,7 +34,8 @@ def test_zeroshot_end_to_end_then_from_the_cache(tmp_path, catalogue):
     assert "accuracy" in result.output and "sleeve" in result.output
     predictions = pd.read_csv(tmp_path / "out" / "predictions.csv", dtype=str)
     assert len(predictions) == 9
-    assert list(predictions.columns[:4]) == ["id", "color", "color_prob", "color_top3"]
+    assert list(predictions.columns[:5]) == ["id", "scored_on", "color", "color_prob", "color_top3"]
+    assert (predictions["scored_on"] == "image+title").all()  # the catalogue has titles: fused by default
     assert predictions["lid_top3"].str.count(":").eq(2).all()  # two classes: top-3 holds both
     assert predictions["color_top3"].str.count(":").eq(3).all()
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
@@ -49,6 +50,22 @@ def test_zeroshot_end_to_end_then_from_the_cache(tmp_path, catalogue):
     again = run(zeroshot_args(catalogue, tmp_path / "out2", tmp_path / "cache"))
     assert "0 images encoded" in again.output
     pd.testing.assert_frame_equal(predictions, pd.read_csv(tmp_path / "out2" / "predictions.csv", dtype=str))
+
+
+def test_image_only_and_text_only(tmp_path, catalogue):
+    image = run(zeroshot_args(catalogue, tmp_path / "image", tmp_path / "cache", "--image-only"))
+    assert "on their photos" in image.output
+    text = run(zeroshot_args(catalogue, tmp_path / "text", tmp_path / "cache", "--text-only"))
+    assert "on their titles (0 images encoded" in text.output
+    for name, expected in (("image", "image"), ("text", "title")):
+        predictions = pd.read_csv(tmp_path / name / "predictions.csv")
+        assert (predictions["scored_on"] == expected).all()
+        run_info = json.loads((tmp_path / name / "metrics.json").read_text())["run"]
+        assert run_info["inputs"] == name and run_info["title_weight"] is None
+    bare = catalogue.parent / "untitled.csv"
+    pd.read_csv(catalogue).drop(columns="title").to_csv(bare, index=False)
+    refused = run(zeroshot_args(bare, tmp_path / "x", tmp_path / "cache", "--text-only"), expect=1)
+    assert "untitled.csv" in refused.output and "--title-column" in refused.output
 
 
 def test_without_labels_only_predictions_are_written(tmp_path, catalogue):

@@ -92,3 +92,22 @@ def test_finetune_with_a_trainable_image_tower(tmp_path):
         initial = load_model("clipft-tiny")[0].state_dict()
         trained = torch.load(out / "last.pt", weights_only=True)["state_dict"]
         assert not torch.equal(initial["visual.proj"], trained["visual.proj"])  # the image side trained
+
+
+def test_finetune_on_fused_titles_reports_the_model_without_titles(tmp_path):
+    data = make_catalogue(tmp_path / "cat", n=36, size=32, seed=6)
+    out = tmp_path / "run"
+    run(["finetune", "--set", f"data={data}", "--set", f"prompts=[{REPO}/prompts/lid.yaml]", "--set", "model=clipft-tiny",
+         "--set", "epochs=1", "--set", "batch_size=8", "--set", "title_dropout=0.5", "--set", "wise_alphas=[1.0]",
+         "--set", f"cache_dir={tmp_path / 'cache'}", "--out", str(out), "--quiet"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["inputs"] == "fusion"
+    assert set(summary["title_weights"]) == {"zero-shot", "fine-tuned"}
+    assert 0 <= summary["title_weights"]["fine-tuned"]["lid"] <= 1
+    comparison = pd.read_csv(out / "comparison.csv")
+    assert {"fine-tuned", "fine-tuned (no titles)", "zero-shot (no titles)"} <= set(comparison["model"])
+    tuned = comparison[comparison["model"] == "fine-tuned"]["title_weight"]
+    assert tuned.tolist() == [summary["title_weights"]["fine-tuned"]["lid"]]
+    bad = run(["finetune", "--set", f"data={data}", "--set", "captions=title", "--set", "inputs=fusion",
+               "--out", str(tmp_path / "bad")], expect=1)
+    assert "inputs" in bad.output and "captions=title" in bad.output

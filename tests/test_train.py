@@ -163,3 +163,42 @@ def test_hard_negatives_swap_one_class_word():
     assert "Puma Men white Running Shoes" not in swaps  # the capital of the matched word is kept
     assert swap_attribute_word("Acme Ceramic Mug", vocabulary, rng) is None
     assert swap_attribute_word("Womens Cap", vocabulary, rng) is None  # whole words only
+
+
+def test_cached_text_features_equal_the_live_text_tower(tmp_path):
+    from clipft.text_features import CachedTextFeatures, text_features
+
+    model, _, tokenizer = new_model("lite0-minilm")
+    lock_towers(model, cfg(lock_text=True))
+    model.eval()
+    cached = text_features(model, tokenizer, cache_dir=tmp_path)
+    assert isinstance(cached, CachedTextFeatures)
+    texts = ["Navy Blue", "Puma Men Black Running Shoes", "Navy Blue"]
+    with torch.no_grad():
+        torch.testing.assert_close(cached(texts), LiveTextFeatures(model, tokenizer)(texts), rtol=1e-4, atol=1e-5)
+    assert len(CachedTextFeatures(model.text, tokenizer, cache_dir=tmp_path).store) == 2  # reloaded from disk
+    assert cached(texts).requires_grad  # the projection still trains
+    assert isinstance(text_features(new_model("lite0-minilm")[0], tokenizer), LiveTextFeatures)  # unlocked
+
+
+def test_title_dropout_in_training_is_seeded_and_at_its_rate(tmp_path, catalogue):
+    def dropped_titles(out):
+        model, preprocess, tokenizer = new_model()
+        config = cfg(title_dropout=0.5, epochs=3)
+        frozen = lock_towers(model, config)
+        encoding = encode_images(model, preprocess, catalogue.image_paths, tmp_path / "cache", progress=False)
+        features = ProductFeatures(CachedImageFeatures(encoding.embeddings, torch.nn.Identity()),
+                                   LiveTextFeatures(model, tokenizer), catalogue.titles(), "fusion")
+        masks = []
+
+        def recording(rows, drop=None):
+            masks.append(drop.copy())
+            return features(rows, drop)
+
+        fit(model, [colour_task(catalogue)], recording, LiveTextFeatures(model, tokenizer), lambda: {"loss": 0.0},
+            config, out, frozen, progress=False)
+        return np.concatenate(masks)
+
+    first, second = dropped_titles(tmp_path / "a"), dropped_titles(tmp_path / "b")
+    assert np.array_equal(first, second) and len(first) == 3 * 24
+    assert 0.3 < first.mean() < 0.7
