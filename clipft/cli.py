@@ -245,6 +245,37 @@ def probe(config, classifiers, features, overrides, out, quiet) -> None:
 
 
 @cli.command()
+@click.option("--config", type=click.Path(dir_okay=False), default=None,
+              help="Training recipe (configs/*.yaml): data, prompts (one curve per attribute), model, optimisation.")
+@click.option("--sizes", default="1,2,4,8,16,32,64,all", show_default=True,
+              help="Labels per class to train on, comma-separated ('all': the whole train split).")
+@click.option("--seeds", default="0,1,2", show_default=True, help="Seeds (training sample and initial order), comma-separated.")
+@click.option("--method", "methods", multiple=True, default=("fine-tuned (labels)", "fine-tuned (templates)", "linear probe"),
+              show_default=True, type=click.Choice(["fine-tuned (labels)", "fine-tuned (templates)", "linear probe"]),
+              help="Methods to train; zero-shot and majority-class lines are always drawn.")
+@functools.partial(functools.reduce, lambda f, opt: opt(f), reversed(finetune_options))
+def curve(config, sizes, seeds, methods, overrides, out, quiet) -> None:
+    """Learning curves: test accuracy against labelled photos per attribute, over seeds.
+
+    Writes curve.csv (one row per attribute, method, size, seed; a rerun skips finished
+    points), curve_<attribute>.png and labels_needed.{csv,md} (labels per class needed to
+    reach 90% and 100% of the accuracy with the whole train split)."""
+    from .config import load_config
+    from .learning_curve import labels_needed, parse_sizes, run_curve
+
+    start = time.perf_counter()
+    with user_errors():
+        cfg = load_config(config, overrides)
+        try:
+            size_list, seed_list = parse_sizes(sizes), [int(s) for s in seeds.split(",")]
+        except ValueError as err:
+            raise click.BadParameter(str(err)) from err
+        table = run_curve(cfg, out, size_list, seed_list, tuple(dict.fromkeys(methods)), progress=not quiet)
+    click.echo(labels_needed(table).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    click.echo(f"{len(table)} points in {out}/curve.csv ({time.perf_counter() - start:.0f}s)")
+
+
+@cli.command()
 @click.option("--out", default="demo", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("-n", "--n", "n", default=600, show_default=True, type=click.IntRange(min=60), help="Products to draw.")
 @click.option("--shots", default=8, show_default=True, type=click.IntRange(min=1), help="Labels per class for fine-tuning.")

@@ -65,6 +65,7 @@ class FinetuneCfg:
     warmup_steps: int = 20
     grad_clip: float = 1.0
     patience: int = 3  # epochs without a lower validation loss before stopping
+    min_epoch_steps: int = 1  # per task: a few-shot epoch is lengthened to at least this many batches
     wise_alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
     # running
     seed: int = 0
@@ -85,7 +86,7 @@ class FinetuneCfg:
                 raise ConfigError(f"{name}: must be between 0 and 1, got {getattr(self, name)}")
         if self.val_fraction + self.test_fraction >= 1:
             raise ConfigError("val_fraction + test_fraction must leave rows for training")
-        for name in ("epochs", "batch_size", "eval_batch_size"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "min_epoch_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
         if self.shots is not None and self.shots < 1:

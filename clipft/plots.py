@@ -62,3 +62,27 @@ def plot_comparison(table, path: str | os.PathLike, title: str, metric: str = "a
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
     save_figure(fig, path)
+
+
+def plot_learning_curve(curve, attribute: str, path: str | os.PathLike) -> None:
+    """Accuracy and macro-F1 against labelled training photos (log axis): per method the mean
+    over seeds with a band from the lowest to the highest seed, and flat lines for the methods
+    that use no labels (zero-shot, majority class). ``curve``: rows of learning_curve's CSV."""
+    trained = curve[curve["n_train"] > 0]
+    flat = curve[curve["n_train"] == 0]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, metric in zip(axes, ("accuracy", "macro_f1")):
+        for method, group in trained.groupby("method", sort=False):
+            stats = group.groupby("size", sort=False).agg(n=("n_train", "mean"), mean=(metric, "mean"),
+                                                          low=(metric, "min"), high=(metric, "max")).sort_values("n")
+            line, = ax.plot(stats["n"], stats["mean"], marker="o", label=method)
+            ax.fill_between(stats["n"], stats["low"], stats["high"], color=line.get_color(), alpha=0.2)
+        for (method, value), style in zip(flat.groupby("method", sort=False)[metric].mean().items(), ("--", ":")):
+            ax.axhline(value, color="grey", linestyle=style, label=method)
+        ax.set_xscale("log")
+        ax.set_xlabel("labelled training photos")
+        ax.set_ylabel(f"test {metric.replace('_', '-')}")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{attribute}: mean over seeds, band from worst to best seed")
+    save_figure(fig, path)

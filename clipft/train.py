@@ -93,6 +93,14 @@ class FitResult:
     best_epoch: int = -1
     best_val_loss: float = float("inf")
     stopped: str = ""
+    best_state: dict | None = None  # without an output folder: what changed at the best epoch
+
+
+def changing_state(model: nn.Module) -> dict:
+    """Copies of the trainable parameters and of the buffers: all that training can change."""
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    buffers = {name for name, _ in model.named_buffers()}
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if k in trainable or k in buffers}
 
 
 def _interleave(samplers: list[BalancedBatchSampler]):
@@ -115,7 +123,7 @@ def fit(
     text_fn: Callable,
     evaluate_fn: Callable[[], dict],
     cfg: FinetuneCfg,
-    out_dir: str | Path,
+    out_dir: str | Path | None,
     frozen: list[nn.Module] = (),
     device="cpu",
     progress: bool = True,
@@ -126,9 +134,12 @@ def fit(
     ``drop`` marks the examples whose title is dropped this step, with probability
     ``cfg.title_dropout``); ``text_fn(strings)`` gives caption embeddings; ``evaluate_fn()`` scores the validation split and returns a dict with ``loss``.
     ``frozen`` modules are kept in eval mode (no dropout, no batch-norm updates).
+    ``out_dir=None`` writes nothing and cannot resume: the best epoch's changes come back in
+    ``best_state`` (for many short runs, such as learning curves).
     """
-    out = Path(out_dir)
-    samplers = [BalancedBatchSampler(t.labels, cfg.batch_size, seed=cfg.seed + i) for i, t in enumerate(tasks)]
+    out = Path(out_dir) if out_dir is not None else None
+    samplers = [BalancedBatchSampler(t.labels, cfg.batch_size, seed=cfg.seed + i, min_batches=cfg.min_epoch_steps)
+                for i, t in enumerate(tasks)]
     steps_per_epoch = sum(len(s) for s in samplers)
     optimizer = torch.optim.AdamW(parameter_groups(model, cfg), betas=(0.9, 0.98), eps=1e-6)
     scheduler = cosine_with_warmup(optimizer, cfg.warmup_steps, cfg.epochs * steps_per_epoch)
@@ -139,8 +150,8 @@ def fit(
     # from the RNG, a cache hit does not); a resumed run restores its saved state instead.
     torch.manual_seed(cfg.seed)
 
-    last = out / "last.pt"
-    if last.is_file():
+    last = out / "last.pt" if out is not None else None
+    if last is not None and last.is_file():
         state = torch.load(last, map_location="cpu", weights_only=True)
         changed = sorted(k for k, v in config_dict(cfg).items()
                          if k not in RESUMABLE_CHANGES and state["config"].get(k) != v)
@@ -199,10 +210,15 @@ def fit(
         result.history.append(row)
         if val["loss"] < result.best_val_loss:
             result.best_val_loss, result.best_epoch, bad_epochs = val["loss"], epoch + 1, 0
-            save_checkpoint(out / "best.pt", {"state_dict": model.state_dict(), "epoch": epoch + 1,
-                                              "val_loss": val["loss"], "model": cfg.model})
+            if out is None:
+                result.best_state = changing_state(model)
+            else:
+                save_checkpoint(out / "best.pt", {"state_dict": model.state_dict(), "epoch": epoch + 1,
+                                                  "val_loss": val["loss"], "model": cfg.model})
         else:
             bad_epochs += 1
+        if out is None:
+            continue
         with atomic_write(out / "metrics.csv") as f:
             pd.DataFrame(result.history).to_csv(f, index=False)
         save_checkpoint(last, {

@@ -74,3 +74,13 @@ def test_bad_arguments():
         BalancedBatchSampler([], 4)
     with pytest.raises(ValueError):
         BalancedBatchSampler([1, 2], 0)
+
+
+def test_min_batches_lengthens_a_few_shot_epoch_and_stays_balanced():
+    labels = np.repeat(["a", "b", "c"], 2)
+    sampler = BalancedBatchSampler(labels, batch_size=6, seed=0, min_batches=5)
+    batches = list(sampler)
+    assert len(sampler) == len(batches) == 5
+    for batch in batches:
+        assert sorted(np.unique(labels[batch], return_counts=True)[1]) == [2, 2, 2]
+    assert len(BalancedBatchSampler(np.repeat(["a", "b"], 50), batch_size=10, min_batches=5)) == 10
