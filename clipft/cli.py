@@ -131,6 +131,7 @@ def zeroshot(prompt_files, data, image_column, id_column, image_dir, limit, skip
     import torch
 
     from .data import load_catalogue
+    from .distributed import init_distributed
     from .fusion import resolve_inputs
     from .models import load_model, resolve_device
     from .prompts import load_prompt_specs
@@ -142,7 +143,7 @@ def zeroshot(prompt_files, data, image_column, id_column, image_dir, limit, skip
         specs = load_prompt_specs(prompt_files)
         catalogue = load_catalogue(data, image_column, id_column, title_column, image_dir, limit, seed)
         inputs = resolve_inputs(inputs, catalogue)
-        device = resolve_device(device)
+        world, device = init_distributed(resolve_device(device))
         torch.manual_seed(seed)
         clip, preprocess, tokenizer = load_model(model, pretrained, device)
         scored = zeroshot_catalogue(clip, preprocess, tokenizer, catalogue, specs, skip_bad, cache_dir, device,
@@ -150,6 +151,8 @@ def zeroshot(prompt_files, data, image_column, id_column, image_dir, limit, skip
         run = {"command": "zeroshot", "model": model, "pretrained": pretrained, "data": str(data), "inputs": inputs,
                "title_column": catalogue.title_column, "title_weight": title_weight if inputs == "fusion" else None,
                "prompts": list(prompt_files), "seed": seed, "limit": limit, "seconds": round(time.perf_counter() - start, 2)}
+        if not world.main:
+            return  # under torchrun the ranks shared the encoding; rank 0 writes and reports
         metrics = write_zeroshot_report(scored, out, run)
     click.echo(f"scored {len(scored.rows)} of {len(catalogue)} products on {INPUT_NAMES[inputs]} "
                f"({scored.encoded} images encoded, the rest from the cache); skipped {len(scored.skipped)}")
@@ -178,6 +181,8 @@ def _finetune(config, overrides, out, quiet) -> None:
     with user_errors():
         cfg = load_config(config, overrides)
         result = run_finetune(cfg, out, progress=not quiet)
+    if result is None:
+        return  # a torchrun rank other than 0: rank 0 reports
     click.echo(f"best epoch {result.best_epoch} ({result.stopped}); trained in {result.train_seconds:.1f}s; "
                f"splits {result.split_sizes}")
     click.echo("test split:")

@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import BadImage, Catalogue, CatalogueError, ImageFiles, bad_images_message, check_images, collate_decoded
+from .distributed import all_gather_objects, barrier, current_world
 from .embedding_store import EmbeddingStore, default_cache_dir
 from .models import tower_fingerprint
 
@@ -79,10 +80,15 @@ def encode_images(
     """Encode image files with ``model.encode_image``, computing only what the cache lacks.
 
     Finished embeddings are written to the cache every ``shard_size`` images and when the
-    pass stops for any reason, so an interrupted run resumes where it stopped.
+    pass stops for any reason, so an interrupted run resumes where it stopped. Under torchrun
+    each rank encodes every N-th missing image into shards of its own; all ranks then read the
+    whole cache, so a rank that dies loses only its unfinished shard.
     """
     paths = [Path(p) for p in paths]
+    world = current_world()
+    barrier()  # every rank reads the same cache before any rank adds to it...
     store = image_store(model, preprocess, cache_dir)
+    barrier()  # ...so that all agree on what is missing and share it out the same way
     failed: dict[int, str] = {}
     keys: list[str | None] = []
     for i, path in enumerate(paths):
@@ -91,7 +97,8 @@ def encode_images(
         except OSError as err:
             keys.append(None)
             failed[i] = f"cannot read file ({err.strerror or err})"
-    todo = [i for i, k in enumerate(keys) if k is not None and k not in store]
+    todo_all = [i for i, k in enumerate(keys) if k is not None and k not in store]
+    todo = todo_all[world.rank :: world.size]  # under torchrun each rank encodes its share
 
     if todo:
         loader = torch.utils.data.DataLoader(
@@ -103,7 +110,7 @@ def encode_images(
         pending_keys: list[str] = []
         pending: list[np.ndarray] = []
         try:
-            with torch.no_grad(), tqdm(total=len(todo), unit="img", desc="Encoding images", disable=not progress) as bar:
+            with torch.no_grad(), tqdm(total=len(todo), unit="img", desc="Encoding images", disable=not progress or not world.main) as bar:
                 for local, batch, bad in loader:
                     for j, reason in bad:
                         failed[todo[j]] = reason
@@ -119,13 +126,22 @@ def encode_images(
             if pending_keys:
                 store.add(pending_keys, np.concatenate(pending))
 
+    encoded = len(todo) - sum(1 for i in todo if i in failed)
+    if world.size > 1:
+        # Every rank's shards are on disk once all have finished: read them as one cache.
+        barrier()
+        for part in all_gather_objects(failed):
+            failed.update(part)
+        encoded = sum(all_gather_objects(encoded))
+        store = EmbeddingStore(store.folder)
+
     good = [i for i, k in enumerate(keys) if i not in failed]
     if not good:
-        return ImageEncoding(np.full((len(paths), 0), np.nan, dtype=np.float32), failed, len(todo))
+        return ImageEncoding(np.full((len(paths), 0), np.nan, dtype=np.float32), failed, encoded)
     found = store.get([keys[i] for i in good])
     out = np.full((len(paths), found.shape[1]), np.nan, dtype=np.float32)
     out[good] = found
-    return ImageEncoding(out, failed, encoded=len(todo) - sum(1 for i in todo if i in failed))
+    return ImageEncoding(out, failed, encoded=encoded)
 
 
 def encode_texts(

@@ -15,6 +15,7 @@ from .config import FinetuneCfg, config_dict
 from .data import Catalogue, CatalogueError, load_catalogue
 from .embeddings import encode_catalogue
 from .evaluation import SplitTargets, evaluate, split_targets
+from .distributed import current_world, init_distributed
 from .fileio import atomic_write, write_json
 from .fusion import ProductFeatures, resolve_inputs
 from .image_features import CachedImageFeatures, FrozenEncoder, LiveImageFeatures, frozen_split
@@ -81,15 +82,16 @@ class PreparedRun:
 def prepare_run(cfg: FinetuneCfg, out: Path, progress: bool = True) -> PreparedRun:
     """catalogue -> model -> frozen features -> split; writes config.yaml, skipped.csv and splits.csv."""
     out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
+    world, device = init_distributed(resolve_device(cfg.device))
     specs = load_prompt_specs(cfg.prompts)
     catalogue = load_catalogue(cfg.data, cfg.image_column, cfg.id_column, cfg.title_column, cfg.image_dir,
                                cfg.limit, cfg.seed)
     if cfg.captions == "title" and catalogue.title_column is None:
         raise CatalogueError(f"{catalogue.source}: captions=title needs a title column (set title_column)")
     inputs = resolve_inputs(cfg.inputs or ("image" if cfg.captions == "title" else None), catalogue)
-    with atomic_write(out / "config.yaml") as f:
-        yaml.safe_dump(config_dict(cfg), f, sort_keys=False)
+    if world.main:
+        with atomic_write(out / "config.yaml") as f:
+            yaml.safe_dump(config_dict(cfg), f, sort_keys=False)
 
     torch.manual_seed(cfg.seed)
     model, preprocess, tokenizer = load_model(cfg.model, cfg.pretrained, device)
@@ -102,7 +104,8 @@ def prepare_run(cfg: FinetuneCfg, out: Path, progress: bool = True) -> PreparedR
     encoding = encode_catalogue(encoder, preprocess, catalogue, cfg.skip_bad, cfg.cache_dir, device,
                                 cfg.eval_batch_size, cfg.workers, progress)
     usable = encoding.rows
-    write_skipped(catalogue, encoding.skipped, out / "skipped.csv")
+    if world.main:
+        write_skipped(catalogue, encoding.skipped, out / "skipped.csv")
     features = np.full((len(catalogue), encoding.embeddings.shape[1]), np.nan, dtype=np.float32)
     features[usable] = encoding.embeddings
 
@@ -118,14 +121,17 @@ def prepare_run(cfg: FinetuneCfg, out: Path, progress: bool = True) -> PreparedR
         strata = sub[specs[0].column] if specs and specs[0].column in sub.columns else np.zeros(len(usable))
         groups[usable] = assign_groups(catalogue, cfg.groups, features[usable], cfg.duplicate_threshold, usable)
         split[usable] = split_rows(strata, groups[usable], cfg.val_fraction, cfg.test_fraction, cfg.seed)
-    with atomic_write(out / "splits.csv") as f:
-        pd.DataFrame({"id": catalogue.ids, "split": split, "group": groups}).to_csv(f, index=False)
+    if world.main:
+        with atomic_write(out / "splits.csv") as f:
+            pd.DataFrame({"id": catalogue.ids, "split": split, "group": groups}).to_csv(f, index=False)
     rows = {name: np.flatnonzero(split == name) for name in ("train", "val", "test")}
     return PreparedRun(catalogue, specs, model, preprocess, tokenizer, device, zeroshot_state, frozen_modules,
                        fast[1] if fast else None, features, usable, rows, catalogue.titles(), inputs)
 
 
-def run_finetune(cfg: FinetuneCfg, out_dir: str | Path, progress: bool = True) -> FinetuneResult:
+def run_finetune(cfg: FinetuneCfg, out_dir: str | Path, progress: bool = True) -> FinetuneResult | None:
+    """Under torchrun every rank trains its share of each batch and rank 0 alone evaluates the
+    result and writes the files; the other ranks return None."""
     out = Path(out_dir)
     run = prepare_run(cfg, out, progress)
     catalogue, specs, model, rows, titles = run.catalogue, run.specs, run.model, run.rows, run.titles
@@ -140,8 +146,10 @@ def run_finetune(cfg: FinetuneCfg, out_dir: str | Path, progress: bool = True) -
     if not tasks:
         raise CatalogueError(f"{catalogue.source}: no training examples (labels of {', '.join(cfg.prompts)} "
                              f"or titles) in the train split")
-    write_json(out / "labels.json", {t.name: dict(Counter(map(str, t.labels)).most_common()) for t in tasks}
-               if cfg.captions != "title" else {"title": len(tasks[0].rows)})
+    world = current_world()
+    if world.main:
+        write_json(out / "labels.json", {t.name: dict(Counter(map(str, t.labels)).most_common()) for t in tasks}
+                   if cfg.captions != "title" else {"title": len(tasks[0].rows)})
 
     text_fn = text_features(model, run.tokenizer, device, cfg.cache_dir)
     eval_features = run.product_features(cfg, text_fn)
@@ -158,6 +166,8 @@ def run_finetune(cfg: FinetuneCfg, out_dir: str | Path, progress: bool = True) -
     result = fit(model, tasks, train_features, text_fn, lambda: score("val"), cfg, out, run.frozen_modules, device,
                  progress)
     train_seconds = float(sum(row["seconds"] for row in result.history))  # over resumptions too
+    if not world.main:
+        return None
     best = torch.load(out / "best.pt", map_location="cpu", weights_only=True)["state_dict"]
 
     wise_rows = []

@@ -13,10 +13,12 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .config import ConfigError, FinetuneCfg, config_dict
 from .fileio import atomic_write
+from .distributed import current_world, gather_with_grad
 from .fusion import ProductFeatures, title_dropout_mask
 from .losses import CaptionContrastiveLoss, caption_ids
 from .sampler import BalancedBatchSampler
@@ -103,6 +105,21 @@ def changing_state(model: nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items() if k in trainable or k in buffers}
 
 
+class ContrastiveStep(nn.Module):
+    """One training step's forward pass: this rank's product embeddings, the embeddings of the
+    global batch's captions, and the logit scale. A module so that DistributedDataParallel can
+    wrap it (its parameters are the model's)."""
+
+    def __init__(self, model: nn.Module, features: Callable, text_fn: Callable):
+        super().__init__()
+        self.model = model
+        self.features = features
+        self.text_fn = text_fn
+
+    def forward(self, rows, drop, captions: list[str]):
+        return self.features(rows, drop), self.text_fn(captions), self.model.logit_scale.exp()
+
+
 def _interleave(samplers: list[BalancedBatchSampler]):
     """Round-robin over the tasks' batches until every task has given its epoch."""
     iterators = [iter(s) for s in samplers]
@@ -138,6 +155,14 @@ def fit(
     ``best_state`` (for many short runs, such as learning curves).
     """
     out = Path(out_dir) if out_dir is not None else None
+    world = current_world()
+    if cfg.batch_size % world.size:
+        raise ConfigError(f"batch_size: {cfg.batch_size} must be a multiple of the number of processes ({world.size})")
+    step_module = ContrastiveStep(model, features, text_fn)
+    # Under torchrun: gradients averaged by DDP; every rank draws the same global batches and
+    # embeds its share of each, and the loss runs over the gathered global batch.
+    text_only = getattr(features, "inputs", "image") == "text"  # the image side then has no gradient
+    runner = DistributedDataParallel(step_module, find_unused_parameters=text_only) if world.size > 1 else step_module
     samplers = [BalancedBatchSampler(t.labels, cfg.batch_size, seed=cfg.seed + i, min_batches=cfg.min_epoch_steps)
                 for i, t in enumerate(tasks)]
     steps_per_epoch = sum(len(s) for s in samplers)
@@ -176,7 +201,7 @@ def fit(
             sampler.set_epoch(epoch)
         total, count = 0.0, 0
         bar = tqdm(_interleave(samplers), total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   unit="step", disable=not progress, leave=False)
+                   unit="step", disable=not progress or not world.main, leave=False)
         for step, (t, batch) in enumerate(bar):
             task = tasks[t]
             rng = np.random.default_rng([cfg.seed, epoch, step])
@@ -184,10 +209,13 @@ def fit(
             # extra captions with no image of their own: negatives only (they sit after the positives)
             seen = set(unique)
             unique += [n for n in dict.fromkeys(task.hard_negatives(np.asarray(batch), rng)) if n not in seen]
+            batch = np.asarray(batch)
             drop = title_dropout_mask(len(batch), cfg.title_dropout, rng)
-            image = features(task.rows[batch], drop)
-            text = text_fn(unique)
-            loss = loss_fn(image, text, ids.to(device), model.logit_scale.exp())
+            mine = np.arange(world.rank, len(batch), world.size)  # this rank's share of the global batch
+            image, text, logit_scale = runner(task.rows[batch[mine]], drop[mine], unique)
+            image = gather_with_grad(image)  # rank order: positions 0, N, 2N, ... of rank 0, then rank 1's
+            order = np.concatenate([np.arange(r, len(batch), world.size) for r in range(world.size)])
+            loss = loss_fn(image, text, ids[order].to(device), logit_scale)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
@@ -212,12 +240,12 @@ def fit(
             result.best_val_loss, result.best_epoch, bad_epochs = val["loss"], epoch + 1, 0
             if out is None:
                 result.best_state = changing_state(model)
-            else:
+            elif world.main:
                 save_checkpoint(out / "best.pt", {"state_dict": model.state_dict(), "epoch": epoch + 1,
                                                   "val_loss": val["loss"], "model": cfg.model})
         else:
             bad_epochs += 1
-        if out is None:
+        if out is None or not world.main:
             continue
         with atomic_write(out / "metrics.csv") as f:
             pd.DataFrame(result.history).to_csv(f, index=False)
@@ -227,7 +255,7 @@ def fit(
             "bad_epochs": bad_epochs, "history": result.history, "best_epoch": result.best_epoch,
             "best_val_loss": result.best_val_loss, "config": config_dict(cfg),
         })
-        if progress:
+        if progress and world.main:
             tqdm.write(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f}, val loss {val['loss']:.4f}"
                        f"{' (best)' if result.best_epoch == epoch + 1 else ''}, {row['seconds']}s")
     result.stopped = "early stopping" if bad_epochs >= cfg.patience else "all epochs"
