@@ -9,6 +9,7 @@ import os
 import time
 
 import click
+from tqdm.auto import tqdm
 
 from .config import ConfigError
 from .data import CatalogueError
@@ -115,10 +116,12 @@ def sample_data(out: str, n: int, size: int, seed: int) -> None:
 @click.option("--text-only", "inputs", flag_value="text", help="Score the titles alone (photos are not read).")
 @click.option("--title-weight", default=0.5, show_default=True, type=click.FloatRange(0, 1),
               help="Weight of the title in image+title fusion (0: the photo alone, 1: the title alone).")
+@click.option("--chunk-size", default=100_000, show_default=True, type=click.IntRange(min=1),
+              help="Rows read, scored and written at a time: memory stays flat for catalogues of any length.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for predictions.csv, metrics.json and plots.")
 @model_options
 def zeroshot(prompt_files, data, image_column, id_column, image_dir, limit, skip_bad, batch_size, workers,
-             cache_dir, seed, title_column, inputs, title_weight, out, model, pretrained, device) -> None:
+             cache_dir, seed, title_column, inputs, title_weight, chunk_size, out, model, pretrained, device) -> None:
     """Score catalogue products against attribute prompts, zero-shot.
 
     When the catalogue has titles, each product is scored on its photo and its title fused
@@ -130,7 +133,7 @@ def zeroshot(prompt_files, data, image_column, id_column, image_dir, limit, skip
     """
     import torch
 
-    from .data import load_catalogue
+    from .data import iter_catalogue, load_catalogue, validate_catalogue
     from .distributed import init_distributed
     from .fusion import resolve_inputs
     from .models import load_model, resolve_device
@@ -138,24 +141,36 @@ def zeroshot(prompt_files, data, image_column, id_column, image_dir, limit, skip
     from .reports import summary_table, write_zeroshot_report
     from .scoring import zeroshot_catalogue
 
+    def chunks():
+        # --limit samples the whole file, so it is read at once; otherwise chunk by chunk.
+        if limit is not None:
+            return [load_catalogue(data, image_column, id_column, title_column, image_dir, limit, seed)]
+        return iter_catalogue(data, chunk_size, image_column, id_column, title_column, image_dir)
+
     start = time.perf_counter()
     with user_errors():
         specs = load_prompt_specs(prompt_files)
-        catalogue = load_catalogue(data, image_column, id_column, title_column, image_dir, limit, seed)
-        inputs = resolve_inputs(inputs, catalogue)
+        summary = validate_catalogue(chunks(), skip_bad)  # a first pass: missing photos stop the run here
+        inputs = resolve_inputs(inputs, summary)
         world, device = init_distributed(resolve_device(device))
         torch.manual_seed(seed)
         clip, preprocess, tokenizer = load_model(model, pretrained, device)
-        scored = zeroshot_catalogue(clip, preprocess, tokenizer, catalogue, specs, skip_bad, cache_dir, device,
-                                    batch_size=batch_size, workers=workers, inputs=inputs, title_weight=title_weight)
+        scored = (zeroshot_catalogue(clip, preprocess, tokenizer, chunk, specs, skip_bad, cache_dir, device,
+                                     batch_size=batch_size, workers=workers, inputs=inputs, title_weight=title_weight,
+                                     progress=summary.rows <= chunk_size)
+                  for chunk in tqdm(chunks(), total=-(-summary.rows // chunk_size), unit="chunk",
+                                    desc=f"Scoring {chunk_size}-row chunks", disable=summary.rows <= chunk_size or not world.main))
         run = {"command": "zeroshot", "model": model, "pretrained": pretrained, "data": str(data), "inputs": inputs,
-               "title_column": catalogue.title_column, "title_weight": title_weight if inputs == "fusion" else None,
-               "prompts": list(prompt_files), "seed": seed, "limit": limit, "seconds": round(time.perf_counter() - start, 2)}
+               "title_column": summary.title_column, "title_weight": title_weight if inputs == "fusion" else None,
+               "prompts": list(prompt_files), "seed": seed, "limit": limit}
         if not world.main:
-            return  # under torchrun the ranks shared the encoding; rank 0 writes and reports
-        metrics = write_zeroshot_report(scored, out, run)
-    click.echo(f"scored {len(scored.rows)} of {len(catalogue)} products on {INPUT_NAMES[inputs]} "
-               f"({scored.encoded} images encoded, the rest from the cache); skipped {len(scored.skipped)}")
+            for _ in scored:
+                pass  # under torchrun the ranks share the encoding of each chunk; rank 0 writes and reports
+            return
+        totals = write_zeroshot_report(scored, out, run, started=start)
+    metrics = totals.metrics
+    click.echo(f"scored {totals.scored} of {totals.rows} products on {INPUT_NAMES[inputs]} "
+               f"({totals.encoded} images encoded, the rest from the cache); skipped {totals.skipped}")
     for spec in specs:
         unknown = metrics.get(spec.attribute, {}).get("unknown_values")
         if unknown:

@@ -66,6 +66,15 @@ def _pick_column(frame: pd.DataFrame, wanted: str | None, candidates, what: str,
     return next((c for c in candidates if c in frame.columns), None)
 
 
+def _read_error(source: Path, err: Exception) -> CatalogueError:
+    if isinstance(err, FileNotFoundError):
+        return CatalogueError(f"{source}: catalogue file not found")
+    return CatalogueError(f"{source}: cannot parse CSV: {err}")
+
+
+_READ_ERRORS = (FileNotFoundError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError)
+
+
 def load_catalogue(
     csv_path: str | os.PathLike,
     image_column: str | None = None,
@@ -82,13 +91,43 @@ def load_catalogue(
     source = Path(csv_path)
     try:
         frame = pd.read_csv(source, dtype=str)
-    except FileNotFoundError:
-        raise CatalogueError(f"{source}: catalogue file not found") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise CatalogueError(f"{source}: cannot parse CSV: {err}") from None
+    except _READ_ERRORS as err:
+        raise _read_error(source, err) from None
     if frame.empty:
         raise CatalogueError(f"{source}: catalogue has no rows")
+    if limit is not None and limit < len(frame):
+        rows = np.sort(np.random.default_rng(seed).choice(len(frame), size=limit, replace=False))
+        frame = frame.iloc[rows]
+    return catalogue_from_frame(frame, source, image_column, id_column, title_column, image_dir)
 
+
+def iter_catalogue(
+    csv_path: str | os.PathLike,
+    chunk_rows: int,
+    image_column: str | None = None,
+    id_column: str | None = None,
+    title_column: str | None = None,
+    image_dir: str | os.PathLike | None = None,
+):
+    """The catalogue as consecutive :class:`Catalogue` chunks of ``chunk_rows`` rows, read as
+    they are needed, for catalogues larger than memory. Row numbers, lines and ``missing``
+    are those of each chunk; ``source`` and CSV lines stay those of the whole file."""
+    source = Path(csv_path)
+    empty = True
+    try:
+        for frame in pd.read_csv(source, dtype=str, chunksize=chunk_rows):
+            empty = False
+            yield catalogue_from_frame(frame, source, image_column, id_column, title_column, image_dir)
+    except _READ_ERRORS as err:
+        raise _read_error(source, err) from None
+    if empty:
+        raise CatalogueError(f"{source}: catalogue has no rows")
+
+
+def catalogue_from_frame(frame: pd.DataFrame, source: Path, image_column: str | None = None,
+                         id_column: str | None = None, title_column: str | None = None,
+                         image_dir: str | os.PathLike | None = None) -> Catalogue:
+    """A catalogue from rows of ``source`` (pandas index: 0-based data row of the file)."""
     image_col = _pick_column(frame, image_column, IMAGE_COLUMNS, "image", source)
     id_col = _pick_column(frame, id_column, ID_COLUMNS, "id", source)
     title_col = _pick_column(frame, title_column, TITLE_COLUMNS, "title", source)
@@ -97,9 +136,6 @@ def load_catalogue(
             f"{source}: no image column; name one with --image-column "
             f"(looked for {', '.join(IMAGE_COLUMNS + ID_COLUMNS)})"
         )
-    if limit is not None and limit < len(frame):
-        rows = np.sort(np.random.default_rng(seed).choice(len(frame), size=limit, replace=False))
-        frame = frame.iloc[rows]
     lines = (frame.index.to_numpy() + 2).tolist()  # pandas index = data row; +1 header, +1 one-based
     frame = frame.reset_index(drop=True)
 
@@ -126,7 +162,30 @@ def load_catalogue(
     return Catalogue(source, frame, paths, [str(i) for i in ids], lines, title_col, missing)
 
 
-def check_images(catalogue: Catalogue, skip_bad: bool, show: int = 10) -> None:
+@dataclass
+class CatalogueSummary:
+    """What a pass over a catalogue too large to hold found: its size and its missing photos."""
+
+    source: Path
+    rows: int
+    title_column: str | None
+    missing: list[BadImage]  # row: position in the whole catalogue
+
+
+def validate_catalogue(chunks, skip_bad: bool) -> CatalogueSummary:
+    """One pass over a catalogue's chunks (columns parsed, every image path checked); stops
+    before any work when photos are missing, unless the user asked to skip them."""
+    rows, source, title_column, missing = 0, None, None, []
+    for chunk in chunks:
+        source, title_column = chunk.source, chunk.title_column
+        missing += [BadImage(rows + b.row, b.line, b.path, b.reason) for b in chunk.missing]
+        rows += len(chunk)
+    summary = CatalogueSummary(source, rows, title_column, missing)
+    check_images(summary, skip_bad)
+    return summary
+
+
+def check_images(catalogue: Catalogue | CatalogueSummary, skip_bad: bool, show: int = 10) -> None:
     """Stop before any work when images are missing, unless the user asked to skip them."""
     if catalogue.missing and not skip_bad:
         raise CatalogueError(bad_images_message(catalogue.source, catalogue.missing, show))

@@ -23,7 +23,13 @@ def default_cache_dir() -> Path:
 
 
 class EmbeddingStore:
-    """``folder=None`` keeps the embeddings in memory only (for weights that are still changing)."""
+    """``folder=None`` keeps the embeddings in memory only (for weights that are still changing).
+
+    A shard is ``shard-<id>.emb.npy`` (the embeddings, memory-mapped when read, so a cache
+    larger than memory costs only what is touched) and ``shard-<id>.keys.npy``, written last:
+    a shard without its keys file is unfinished and ignored. Single-file ``.npz`` shards of
+    earlier versions are still read.
+    """
 
     def __init__(self, folder: str | os.PathLike | None):
         self.folder = Path(folder) if folder is not None else None
@@ -34,10 +40,16 @@ class EmbeddingStore:
     def _load(self) -> None:
         if self.folder is None or not self.folder.is_dir():
             return
-        for shard in sorted(self.folder.glob("shard-*.npz")):
+        for shard in sorted([*self.folder.glob("shard-*.keys.npy"), *self.folder.glob("shard-*.npz")]):
             try:
-                with np.load(shard, allow_pickle=False) as data:
-                    keys, emb = data["keys"], data["emb"]
+                if shard.suffix == ".npz":
+                    with np.load(shard, allow_pickle=False) as data:
+                        keys, emb = data["keys"], data["emb"]
+                else:
+                    keys = np.load(shard, allow_pickle=False)
+                    emb = np.load(shard.with_name(shard.name.replace(".keys.npy", ".emb.npy")), mmap_mode="r")
+                if len(keys) != len(emb):
+                    raise ValueError(f"{len(keys)} keys for {len(emb)} embeddings")
             except (OSError, ValueError, KeyError) as err:
                 # Atomic writes make this rare (a disk error, a hand edit); recomputing is safe.
                 log.warning("ignoring unreadable cache shard %s (%s); its entries will be recomputed", shard, err)
@@ -58,7 +70,14 @@ class EmbeddingStore:
 
     def get(self, keys: list[str]) -> np.ndarray:
         """Embeddings of keys that are all present, in order."""
-        return np.stack([self._shards[s][r] for s, r in (self._rows[k] for k in keys)])
+        where = np.array([self._rows[k] for k in keys], dtype=np.int64).reshape(-1, 2)
+        if not len(where):
+            return np.zeros((0, self._shards[0].shape[1] if self._shards else 0), dtype=np.float32)
+        out = np.empty((len(where), self._shards[where[0, 0]].shape[1]), dtype=np.float32)
+        for shard in np.unique(where[:, 0]):
+            mine = where[:, 0] == shard
+            out[mine] = self._shards[shard][where[mine, 1]]
+        return out
 
     def add(self, keys: list[str], emb: np.ndarray) -> None:
         if not keys:
@@ -67,7 +86,9 @@ class EmbeddingStore:
         if len(keys) != len(emb):
             raise ValueError(f"{len(keys)} keys for {len(emb)} embeddings")
         if self.folder is not None:
-            name = f"shard-{time.time_ns():020d}-{os.getpid()}.npz"
-            with atomic_write(self.folder / name, "wb") as f:
-                np.savez(f, keys=np.asarray(keys, dtype=str), emb=emb)
+            name = f"shard-{time.time_ns():020d}-{os.getpid()}"
+            with atomic_write(self.folder / f"{name}.emb.npy", "wb") as f:
+                np.save(f, emb)
+            with atomic_write(self.folder / f"{name}.keys.npy", "wb") as f:
+                np.save(f, np.asarray(keys, dtype=str))
         self._append(list(keys), emb)

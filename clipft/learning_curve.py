@@ -87,59 +87,60 @@ def run_curve(cfg: FinetuneCfg, out_dir: str | Path, sizes=DEFAULT_SIZES, seeds=
         return evaluate(model, features, text_fn, [spec], targets[split], captions, cfg.eval_batch_size,
                         weights=weights)[spec.attribute]
 
+    def fine_tune(spec, task, captions: str, seed: int) -> tuple[dict, float]:
+        """Test metrics after training from the starting weights, and the training seconds."""
+        model.load_state_dict(run.zeroshot_state)
+        started = time.perf_counter()
+        result = fit(model, [task], features, text_fn,
+                     lambda: evaluate(model, features, text_fn, [spec], targets["val"], captions, cfg.eval_batch_size),
+                     dataclasses.replace(cfg, seed=seed, captions=captions), None, run.frozen_modules, run.device,
+                     progress=False)
+        seconds = time.perf_counter() - started
+        model.load_state_dict(result.best_state, strict=False)
+        model.eval()
+        return score(spec, "test", captions), seconds
+
+    probes: dict[str, _ProbeInputs] = {}  # per attribute: frozen embeddings of its train, val and test rows
+
+    def linear_probe(spec, task, seed: int) -> tuple[dict | None, float]:
+        if spec.attribute not in probes:
+            model.load_state_dict(run.zeroshot_state)
+            probes[spec.attribute] = _ProbeInputs(features, probe_kind, _labelled(spec, frame, rows["train"]),
+                                                  targets["val"], targets["test"], spec.attribute)
+        probe = probes[spec.attribute]
+        if len(np.unique(task.labels)) < 2:
+            return None, 0.0  # a classifier needs two classes
+        started = time.perf_counter()
+        clf, _, _ = fit_probe("logistic", probe.train(task.rows), task.labels, probe.X_val, probe.y_val, seed)
+        seconds = time.perf_counter() - started
+        return classification_metrics(targets["test"].labels[spec.attribute], clf.predict(probe.X_test)), seconds
+
     specs = [s for s in run.specs if s.column in frame.columns and len(targets["test"].rows[s.attribute])]
-    todo = [(spec, method, size, seed) for spec in specs for size in sizes for seed in seeds for method in methods
-            if (spec.attribute, method, size_name(size), seed) not in finished]
-    bar = tqdm(total=len(todo), unit="point", desc="learning curve", disable=not progress)
-    for spec in specs:
-        attribute = spec.attribute
+    for spec in specs:  # the flat lines first: they need no labels
         model.load_state_dict(run.zeroshot_state)
         model.eval()
-        test_labels = targets["test"].labels[attribute]
-        if (attribute, "zero-shot", "0", 0) not in finished:
-            add(attribute=attribute, method="zero-shot", size="0", seed=0, n_train=0,
-                **{k: score(spec, "test", "template")[k] for k in ("accuracy", "macro_f1")}, train_seconds=0.0)
-        if (attribute, "majority class", "0", 0) not in finished:
-            values, counts = np.unique(targets["train"].labels[attribute], return_counts=True)
+        test_labels = targets["test"].labels[spec.attribute]
+        if (spec.attribute, "zero-shot", "0", 0) not in finished:
+            metrics = score(spec, "test", "template")
+            add(attribute=spec.attribute, method="zero-shot", size="0", seed=0, n_train=0,
+                accuracy=metrics["accuracy"], macro_f1=metrics["macro_f1"], train_seconds=0.0)
+        if (spec.attribute, "majority class", "0", 0) not in finished:
+            values, counts = np.unique(targets["train"].labels[spec.attribute], return_counts=True)
             metrics = classification_metrics(test_labels, np.full(len(test_labels), values[counts.argmax()]))
-            add(attribute=attribute, method="majority class", size="0", seed=0, n_train=0,
+            add(attribute=spec.attribute, method="majority class", size="0", seed=0, n_train=0,
                 accuracy=metrics["accuracy"], macro_f1=metrics["macro_f1"], train_seconds=0.0)
 
-        probe = None  # frozen embeddings of the attribute's labelled train, val and test rows
-        for size in sizes:
-            for seed in seeds:
-                for method in methods:
-                    if (attribute, method, size_name(size), seed) in finished:
-                        continue
-                    captions = METHODS[method]
-                    task = attribute_task(spec, frame[spec.column], rows["train"], captions == "template", size, seed)
-                    bar.set_postfix_str(f"{attribute} {method} size={size_name(size)} seed={seed}")
-                    started = time.perf_counter()
-                    if captions is None:
-                        if probe is None:
-                            model.load_state_dict(run.zeroshot_state)
-                            probe = _ProbeInputs(features, probe_kind, task_rows=_labelled(spec, frame, rows["train"]),
-                                                 val=targets["val"], test=targets["test"], attribute=attribute)
-                        if len(np.unique(task.labels)) < 2:
-                            bar.update()
-                            continue  # a classifier needs two classes
-                        clf, _, _ = fit_probe("logistic", probe.train(task.rows), task.labels, probe.X_val, probe.y_val, seed)
-                        seconds = time.perf_counter() - started
-                        metrics = classification_metrics(test_labels, clf.predict(probe.X_test))
-                    else:
-                        model.load_state_dict(run.zeroshot_state)
-                        point = dataclasses.replace(cfg, seed=seed, captions=captions)
-                        result = fit(model, [task], features, text_fn,
-                                     lambda: evaluate(model, features, text_fn, [spec], targets["val"], captions,
-                                                      cfg.eval_batch_size),
-                                     point, None, run.frozen_modules, run.device, progress=False)
-                        seconds = time.perf_counter() - started
-                        model.load_state_dict(result.best_state, strict=False)
-                        model.eval()
-                        metrics = score(spec, "test", captions)
-                    add(attribute=attribute, method=method, size=size_name(size), seed=seed, n_train=len(task.rows),
-                        accuracy=metrics["accuracy"], macro_f1=metrics["macro_f1"], train_seconds=round(seconds, 2))
-                    bar.update()
+    todo = [(spec, method, size, seed) for spec in specs for size in sizes for seed in seeds for method in methods
+            if (spec.attribute, method, size_name(size), seed) not in finished]
+    bar = tqdm(todo, unit="point", desc="learning curve", disable=not progress)
+    for spec, method, size, seed in bar:
+        bar.set_postfix_str(f"{spec.attribute} {method} size={size_name(size)} seed={seed}")
+        captions = METHODS[method]
+        task = attribute_task(spec, frame[spec.column], rows["train"], captions == "template", size, seed)
+        metrics, seconds = linear_probe(spec, task, seed) if captions is None else fine_tune(spec, task, captions, seed)
+        if metrics is not None:
+            add(attribute=spec.attribute, method=method, size=size_name(size), seed=seed, n_train=len(task.rows),
+                accuracy=metrics["accuracy"], macro_f1=metrics["macro_f1"], train_seconds=round(seconds, 2))
     bar.close()
     model.load_state_dict(run.zeroshot_state)
 

@@ -2,7 +2,11 @@
 matrices, and the summary table printed at the end."""
 from __future__ import annotations
 
+import time
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -48,22 +52,41 @@ def labelled_pairs(scored: ScoredCatalogue, predictions: pd.DataFrame, spec: Pro
     return labels[check.known].astype(str), predictions[spec.attribute].to_numpy()[check.known], check
 
 
-def attribute_metrics(scored: ScoredCatalogue, predictions: pd.DataFrame) -> dict:
-    results = {}
-    for spec in labelled_specs(scored):
-        y_true, y_pred, check = labelled_pairs(scored, predictions, spec)
-        counts = {
-            "rows": len(scored.catalogue),
-            "skipped_images": len(scored.skipped),
-            "missing_labels": check.missing,
-            "unknown_labels": sum(check.unknown.values()),
-            "unknown_values": check.unknown,
-        }
-        if not len(y_true):
-            results[spec.attribute] = {"column": spec.column, **counts, "n": 0}
-            continue
-        results[spec.attribute] = {"column": spec.column, **classification_metrics(y_true, y_pred), **counts}
-    return results
+class LabelledResults:
+    """True labels and predictions of the labelled attributes, gathered chunk by chunk of a
+    catalogue, and the label counts that go with them; the metrics are computed once at the end."""
+
+    def __init__(self):
+        self.entries: dict[str, dict] = {}
+
+    def add(self, scored: ScoredCatalogue, predictions: pd.DataFrame) -> None:
+        for spec in labelled_specs(scored):
+            y_true, y_pred, check = labelled_pairs(scored, predictions, spec)
+            entry = self.entries.setdefault(spec.attribute, {
+                "column": spec.column, "y_true": [], "y_pred": [], "rows": 0, "skipped_images": 0,
+                "missing_labels": 0, "unknown_values": Counter()})
+            entry["y_true"].append(y_true)
+            entry["y_pred"].append(y_pred)
+            entry["rows"] += len(scored.catalogue)
+            entry["skipped_images"] += len(scored.skipped)
+            entry["missing_labels"] += check.missing
+            entry["unknown_values"].update(check.unknown)
+
+    def pairs(self, attribute: str) -> tuple[np.ndarray, np.ndarray]:
+        entry = self.entries[attribute]
+        return np.concatenate(entry["y_true"]), np.concatenate(entry["y_pred"])
+
+    def metrics(self) -> dict:
+        results = {}
+        for attribute, entry in self.entries.items():
+            y_true, y_pred = self.pairs(attribute)
+            unknown = dict(entry["unknown_values"].most_common())
+            counts = {"rows": entry["rows"], "skipped_images": entry["skipped_images"],
+                      "missing_labels": entry["missing_labels"], "unknown_labels": sum(unknown.values()),
+                      "unknown_values": unknown}
+            scores = classification_metrics(y_true, y_pred) if len(y_true) else {"n": 0}
+            results[attribute] = {"column": entry["column"], **scores, **counts}
+        return results
 
 
 def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
@@ -99,32 +122,62 @@ def summary_table(metrics: dict) -> str:
     return pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}")
 
 
-def write_skipped(catalogue: Catalogue, skipped: list[BadImage], path: str | Path) -> None:
-    """skipped.csv: the rows left out because their photo was missing or unreadable (if any)."""
-    if not skipped:
-        return
-    table = pd.DataFrame({
+def skipped_frame(catalogue: Catalogue, skipped: list[BadImage]) -> pd.DataFrame:
+    """The rows left out because their photo was missing or unreadable, with the reason."""
+    return pd.DataFrame({
         "id": [catalogue.ids[b.row] for b in skipped],
         "line": [b.line for b in skipped],
         "path": [b.path for b in skipped],
         "reason": [b.reason for b in skipped],
     })
-    with atomic_write(path) as f:
-        table.to_csv(f, index=False)
 
 
-def write_zeroshot_report(scored: ScoredCatalogue, out_dir: str | Path, run_info: dict) -> dict:
-    """Write every result file into ``out_dir``; return the metrics (empty without labels)."""
+def write_skipped(catalogue: Catalogue, skipped: list[BadImage], path: str | Path) -> None:
+    """skipped.csv (only when rows were skipped)."""
+    if skipped:
+        with atomic_write(path) as f:
+            skipped_frame(catalogue, skipped).to_csv(f, index=False)
+
+
+@dataclass
+class ReportTotals:
+    rows: int = 0  # catalogue rows read
+    scored: int = 0
+    skipped: int = 0
+    encoded: int = 0  # images computed (the rest came from the cache)
+    metrics: dict = field(default_factory=dict)
+
+
+def write_zeroshot_report(chunks: Iterable[ScoredCatalogue], out_dir: str | Path, run_info: dict,
+                          started: float | None = None) -> ReportTotals:
+    """Write every result file into ``out_dir`` from scored chunks of a catalogue (one chunk
+    for a catalogue that fits in memory). Predictions are written as each chunk arrives, into
+    a file that replaces predictions.csv only when all chunks are done. ``started``
+    (``time.perf_counter()`` at the start of the run) adds the run's seconds to metrics.json."""
     out = Path(out_dir)
-    predictions = predictions_frame(scored)
+    totals = ReportTotals()
+    results = LabelledResults()
+    skipped = []
     with atomic_write(out / "predictions.csv") as f:
-        predictions.to_csv(f, index=False)
-    write_skipped(scored.catalogue, scored.skipped, out / "skipped.csv")
-    metrics = attribute_metrics(scored, predictions)
-    if metrics:
-        write_json(out / "metrics.json", {"run": run_info, "attributes": metrics})
-        for spec in labelled_specs(scored):
-            y_true, y_pred, _ = labelled_pairs(scored, predictions, spec)
+        for scored in chunks:
+            predictions = predictions_frame(scored)
+            predictions.to_csv(f, index=False, header=totals.rows == 0)
+            results.add(scored, predictions)
+            if scored.skipped:
+                skipped.append(skipped_frame(scored.catalogue, scored.skipped))
+            totals.rows += len(scored.catalogue)
+            totals.scored += len(scored.rows)
+            totals.skipped += len(scored.skipped)
+            totals.encoded += scored.encoded
+    if totals.skipped:
+        with atomic_write(out / "skipped.csv") as f:
+            pd.concat(skipped, ignore_index=True).to_csv(f, index=False)
+    totals.metrics = results.metrics()
+    if totals.metrics:
+        seconds = {"seconds": round(time.perf_counter() - started, 2)} if started is not None else {}
+        write_json(out / "metrics.json", {"run": run_info | seconds, "attributes": totals.metrics})
+        for attribute in totals.metrics:
+            y_true, y_pred = results.pairs(attribute)
             if len(y_true):
-                plot_confusion_matrix(y_true, y_pred, spec.attribute, out / f"confusion_{spec.attribute}.png")
-    return metrics
+                plot_confusion_matrix(y_true, y_pred, attribute, out / f"confusion_{attribute}.png")
+    return totals

@@ -52,6 +52,23 @@ def test_zeroshot_end_to_end_then_from_the_cache(tmp_path, catalogue):
     pd.testing.assert_frame_equal(predictions, pd.read_csv(tmp_path / "out2" / "predictions.csv", dtype=str))
 
 
+def test_chunked_scoring_equals_scoring_at_once(tmp_path, catalogue):
+    frame = pd.read_csv(catalogue, dtype=str)
+    (catalogue.parent / frame.loc[6, "image"]).unlink()  # a missing photo in the second chunk
+    whole = run(zeroshot_args(catalogue, tmp_path / "whole", tmp_path / "cache", "--skip-bad"))
+    chunked = run(zeroshot_args(catalogue, tmp_path / "chunked", tmp_path / "cache", "--skip-bad", "--chunk-size", "4"))
+    assert "scored 8 of 9 products" in whole.output and "scored 8 of 9 products" in chunked.output
+    for name in ("predictions.csv", "skipped.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "whole" / name, dtype=str),
+                                      pd.read_csv(tmp_path / "chunked" / name, dtype=str))
+    skipped = pd.read_csv(tmp_path / "chunked" / "skipped.csv", dtype=str)
+    assert skipped[["id", "line"]].values.tolist() == [[frame.loc[6, "id"], "8"]]
+    metrics = [json.loads((tmp_path / d / "metrics.json").read_text())["attributes"] for d in ("whole", "chunked")]
+    assert metrics[0] == metrics[1]
+    stopped = run(zeroshot_args(catalogue, tmp_path / "stop", tmp_path / "cache", "--chunk-size", "4"), expect=1)
+    assert "line 8:" in stopped.output and "Encoding" not in stopped.output  # found before any work
+
+
 def test_image_only_and_text_only(tmp_path, catalogue):
     image = run(zeroshot_args(catalogue, tmp_path / "image", tmp_path / "cache", "--image-only"))
     assert "on their photos" in image.output

@@ -54,7 +54,7 @@ def test_sharded_cache_equals_the_unsharded_one(tmp_path):
     model, preprocess, _ = load_model("clipft-tiny")
     paths = load_catalogue(data).image_paths
     store = image_store(model, preprocess, tmp_path / "sharded")
-    assert len(store) == 20 and len(list(store.folder.glob("shard-*.npz"))) == 2  # one shard per rank
+    assert len(store) == 20 and len(list(store.folder.glob("shard-*.keys.npy"))) == 2  # one shard per rank
     sharded = encode_images(model, preprocess, paths, tmp_path / "sharded", progress=False)
     assert sharded.encoded == 0  # read as one cache
     single = encode_images(model, preprocess, paths, tmp_path / "single", progress=False)

@@ -111,10 +111,10 @@ def test_text_embeddings_are_cached(tmp_path, tiny_model):
     model, _, tokenizer = tiny_model
     texts = ["red", "blue", "red"]
     first = encode_texts(model, tokenizer, texts, tmp_path)
-    store_files = list((tmp_path / "text").rglob("shard-*.npz"))
+    store_files = list((tmp_path / "text").rglob("shard-*.keys.npy"))
     assert len(store_files) == 1
     second = encode_texts(model, tokenizer, texts, tmp_path)
-    assert list((tmp_path / "text").rglob("shard-*.npz")) == store_files  # nothing new written
+    assert list((tmp_path / "text").rglob("shard-*.keys.npy")) == store_files  # nothing new written
     np.testing.assert_array_equal(first, second)
     np.testing.assert_array_equal(first[0], first[2])
 
@@ -129,3 +129,14 @@ def test_store_reopens_and_skips_an_unreadable_shard(tmp_path, caplog):
     assert "ignoring unreadable cache shard" in caplog.text
     with pytest.raises(ValueError, match="2 keys for 1"):
         store.add(["x", "y"], np.zeros((1, 2)))
+
+
+def test_store_memory_maps_finished_shards_and_ignores_unfinished_ones(tmp_path):
+    store = EmbeddingStore(tmp_path)
+    store.add(["a", "b", "c"], np.arange(6, dtype=np.float32).reshape(3, 2))
+    np.save(tmp_path / "shard-9-unfinished.emb.npy", np.ones((1, 2), dtype=np.float32))  # no keys file
+    np.savez(tmp_path / "shard-0-legacy.npz", keys=np.array(["z"]), emb=np.full((1, 2), 7, dtype=np.float32))
+    reopened = EmbeddingStore(tmp_path)
+    assert len(reopened) == 4 and any(isinstance(s, np.memmap) for s in reopened._shards)
+    np.testing.assert_array_equal(reopened.get(["c", "z", "a", "c"]), [[4, 5], [7, 7], [0, 1], [4, 5]])
+    assert reopened.get([]).shape == (0, 2)
