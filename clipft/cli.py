@@ -291,7 +291,11 @@ def curve(config, sizes, seeds, methods, overrides, out, quiet) -> None:
         except ValueError as err:
             raise click.BadParameter(str(err)) from err
         table = run_curve(cfg, out, size_list, seed_list, tuple(dict.fromkeys(methods)), progress=not quiet)
-    click.echo(labels_needed(table).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    needed = labels_needed(table)
+    if len(needed):
+        click.echo(needed.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    else:
+        click.echo("labels needed: add the size 'all' to compare with the whole train split")
     click.echo(f"{len(table)} points in {out}/curve.csv ({time.perf_counter() - start:.0f}s)")
 
 

@@ -14,7 +14,9 @@ Behaviour, tested in tests/test_sampler.py:
   places in that batch.
 - ``min_batches`` lengthens short epochs (a few labels per class fill one batch; a few-shot
   run still takes enough steps between validations).
-- The order depends only on ``(seed, epoch)``: ``set_epoch`` before each epoch.
+- The order depends only on ``(seed, epoch)``: ``set_epoch`` before each epoch. Under torchrun
+  every process draws the same global batches, whatever their number, and embeds the share
+  that :func:`rank_share` deals it.
 """
 from __future__ import annotations
 
@@ -81,3 +83,16 @@ class BalancedBatchSampler(torch.utils.data.Sampler):
                 counts[c] += 1
             batch = [int(i) for c in range(k) for i in pools[c].take(int(counts[c]))]
             yield [batch[i] for i in rng.permutation(len(batch))]
+
+
+def rank_share(labels, rank: int, world_size: int) -> np.ndarray:
+    """Positions of one global batch that process ``rank`` of ``world_size`` embeds.
+
+    The batch's positions are grouped by class (stable) and dealt out in turn, so the shares
+    are disjoint, cover the batch, and each holds every class's examples to within one: each
+    process's share is as balanced as the batch.
+    """
+    if world_size == 1:
+        return np.arange(len(labels))  # one process keeps the sampler's order
+    by_class = np.argsort(np.asarray(labels), kind="stable")
+    return by_class[rank::world_size]

@@ -21,7 +21,7 @@ from .fileio import atomic_write
 from .distributed import current_world, gather_with_grad
 from .fusion import ProductFeatures, title_dropout_mask
 from .losses import CaptionContrastiveLoss, caption_ids
-from .sampler import BalancedBatchSampler
+from .sampler import BalancedBatchSampler, rank_share
 from .tasks import Task
 
 HEAD_PARAMETERS = ("visual.head.", "visual.proj", "text.proj", "text_projection", "logit_scale")
@@ -211,11 +211,11 @@ def fit(
             unique += [n for n in dict.fromkeys(task.hard_negatives(np.asarray(batch), rng)) if n not in seen]
             batch = np.asarray(batch)
             drop = title_dropout_mask(len(batch), cfg.title_dropout, rng)
-            mine = np.arange(world.rank, len(batch), world.size)  # this rank's share of the global batch
+            shares = [rank_share(task.labels[batch], r, world.size) for r in range(world.size)]
+            mine = shares[world.rank]  # the positions of the global batch this process embeds
             image, text, logit_scale = runner(task.rows[batch[mine]], drop[mine], unique)
-            image = gather_with_grad(image)  # rank order: positions 0, N, 2N, ... of rank 0, then rank 1's
-            order = np.concatenate([np.arange(r, len(batch), world.size) for r in range(world.size)])
-            loss = loss_fn(image, text, ids[order].to(device), logit_scale)
+            image = gather_with_grad(image)  # in rank order: rank 0's share, then rank 1's, ...
+            loss = loss_fn(image, text, ids[np.concatenate(shares)].to(device), logit_scale)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:

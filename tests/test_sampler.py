@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clipft.sampler import BalancedBatchSampler
+from clipft.sampler import BalancedBatchSampler, rank_share
 
 class_sizes = st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=9)
 
@@ -84,3 +84,14 @@ def test_min_batches_lengthens_a_few_shot_epoch_and_stays_balanced():
     for batch in batches:
         assert sorted(np.unique(labels[batch], return_counts=True)[1]) == [2, 2, 2]
     assert len(BalancedBatchSampler(np.repeat(["a", "b"], 50), batch_size=10, min_batches=5)) == 10
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(0, 4), min_size=1, max_size=40), st.integers(1, 4))
+def test_rank_shares_are_disjoint_cover_the_batch_and_stay_balanced(labels, world_size):
+    labels = np.array(labels)
+    shares = [rank_share(labels, r, world_size) for r in range(world_size)]
+    assert sorted(np.concatenate(shares).tolist()) == list(range(len(labels)))
+    for c in np.unique(labels):
+        counts = [int(np.sum(labels[s] == c)) for s in shares]
+        assert max(counts) - min(counts) <= 1
