@@ -155,7 +155,8 @@ def zeroshot(prompt_files, data, image_column, id_column, image_dir, limit, skip
         world, device = init_distributed(resolve_device(device))
         torch.manual_seed(seed)
         clip, preprocess, tokenizer = load_model(model, pretrained, device)
-        scored = (zeroshot_catalogue(clip, preprocess, tokenizer, chunk, specs, skip_bad, cache_dir, device,
+        # Under torchrun every rank takes part in encoding each chunk; rank 0 alone scores and writes.
+        scored = (zeroshot_catalogue(clip, preprocess, tokenizer, chunk, specs if world.main else [], skip_bad, cache_dir, device,
                                      batch_size=batch_size, workers=workers, inputs=inputs, title_weight=title_weight,
                                      progress=summary.rows <= chunk_size)
                   for chunk in tqdm(chunks(), total=-(-summary.rows // chunk_size), unit="chunk",
@@ -165,7 +166,7 @@ def zeroshot(prompt_files, data, image_column, id_column, image_dir, limit, skip
                "prompts": list(prompt_files), "seed": seed, "limit": limit}
         if not world.main:
             for _ in scored:
-                pass  # under torchrun the ranks share the encoding of each chunk; rank 0 writes and reports
+                pass
             return
         totals = write_zeroshot_report(scored, out, run, started=start)
     metrics = totals.metrics

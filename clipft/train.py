@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .config import ConfigError, FinetuneCfg, config_dict
 from .fileio import atomic_write
-from .distributed import current_world, gather_with_grad
+from .distributed import broadcast_object, current_world, gather_with_grad
 from .fusion import ProductFeatures, title_dropout_mask
 from .losses import CaptionContrastiveLoss, caption_ids
 from .sampler import BalancedBatchSampler, rank_share
@@ -228,7 +228,8 @@ def fit(
             count += len(batch)
             bar.set_postfix(loss=f"{total / count:.4f}")
         model.eval()
-        val = evaluate_fn()
+        # Rank 0 scores validation and tells the others, so that all keep or stop together.
+        val = broadcast_object(evaluate_fn() if world.main else None)
         row = {"epoch": epoch + 1, "train_loss": total / max(count, 1), "val_loss": val["loss"],
                "logit_scale": model.logit_scale.exp().item(), "lr": scheduler.get_last_lr()[0],
                "seconds": round(time.perf_counter() - started, 2)}
