@@ -288,9 +288,13 @@ def curve(config, sizes, seeds, methods, overrides, out, quiet) -> None:
     with user_errors():
         cfg = load_config(config, overrides)
         try:
-            size_list, seed_list = parse_sizes(sizes), [int(s) for s in seeds.split(",")]
+            size_list = parse_sizes(sizes)
         except ValueError as err:
-            raise click.BadParameter(str(err)) from err
+            raise click.BadParameter(str(err), param_hint="--sizes") from err
+        bad = [s for s in seeds.split(",") if not s.strip().lstrip("-").isdigit()]
+        if bad:
+            raise click.BadParameter(f"{bad[0]!r} is not an integer", param_hint="--seeds")
+        seed_list = [int(s) for s in seeds.split(",")]
         table = run_curve(cfg, out, size_list, seed_list, tuple(dict.fromkeys(methods)), progress=not quiet)
     needed = labels_needed(table)
     if len(needed):

@@ -51,3 +51,10 @@ def test_labels_needed_picks_the_first_size_that_reaches_the_share():
     needed = labels_needed(curve).iloc[0]
     assert needed["shots_90%"] == "2" and needed["n_train_90%"] == 4  # 0.85 >= 0.9 * 0.94
     assert needed["shots_100%"] == "4"  # beats the full-data accuracy
+
+
+def test_curve_refuses_bad_sizes_and_seeds(tmp_path):
+    base = ["curve", "--set", "data=x.csv", "--set", "prompts=[x.yaml]", "--out", str(tmp_path)]
+    for option, value, message in (("--sizes", "1,0", "--sizes"), ("--seeds", "1,a", "'a' is not an integer")):
+        result = CliRunner().invoke(cli, [*base, option, value])
+        assert result.exit_code == 2 and message in result.output
