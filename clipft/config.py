@@ -65,6 +65,7 @@ class FinetuneCfg:
     warmup_steps: int = 20
     grad_clip: float = 1.0
     patience: int = 3  # epochs without a lower validation loss before stopping
+    validate_start: bool = False  # also score the starting weights (epoch 0): they are kept if no epoch beats them
     min_epoch_steps: int = 1  # per task: a few-shot epoch is lengthened to at least this many batches
     wise_alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
     # running

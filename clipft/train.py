@@ -190,6 +190,31 @@ def fit(
         result.history, result.best_epoch, result.best_val_loss = state["history"], state["best_epoch"], state["best_val_loss"]
         start_epoch, bad_epochs = state["epoch"] + 1, state["bad_epochs"]
 
+    def validate(epoch: int, row: dict) -> bool:
+        """Score validation (rank 0, told to the others), log it, keep the weights if best."""
+        model.eval()
+        val = broadcast_object(evaluate_fn() if world.main else None)
+        row = {"epoch": epoch, "train_loss": row["train_loss"], "val_loss": val["loss"],
+               "logit_scale": model.logit_scale.exp().item(), "lr": row["lr"], "seconds": row["seconds"]}
+        for name, metrics in val.items():
+            if isinstance(metrics, dict):
+                row.update({f"val_{name}_{k}": v for k, v in metrics.items() if k != "n"})
+        result.history.append(row)
+        if val["loss"] >= result.best_val_loss:
+            return False
+        result.best_val_loss, result.best_epoch = val["loss"], epoch
+        if out is None:
+            result.best_state = changing_state(model)
+        elif world.main:
+            save_checkpoint(out / "best.pt", {"state_dict": model.state_dict(), "epoch": epoch,
+                                              "val_loss": val["loss"], "model": cfg.model})
+        return True
+
+    if cfg.validate_start and not result.history:
+        # Epoch 0: the starting weights compete too, so a few labels never make the model worse
+        # on validation than no training at all.
+        validate(0, {"train_loss": float("nan"), "lr": 0.0, "seconds": 0.0})
+
     for epoch in range(start_epoch, cfg.epochs):
         if bad_epochs >= cfg.patience:
             break
@@ -227,25 +252,9 @@ def fit(
             total += loss.item() * len(batch)
             count += len(batch)
             bar.set_postfix(loss=f"{total / count:.4f}")
-        model.eval()
-        # Rank 0 scores validation and tells the others, so that all keep or stop together.
-        val = broadcast_object(evaluate_fn() if world.main else None)
-        row = {"epoch": epoch + 1, "train_loss": total / max(count, 1), "val_loss": val["loss"],
-               "logit_scale": model.logit_scale.exp().item(), "lr": scheduler.get_last_lr()[0],
-               "seconds": round(time.perf_counter() - started, 2)}
-        for name, metrics in val.items():
-            if isinstance(metrics, dict):
-                row.update({f"val_{name}_{k}": v for k, v in metrics.items() if k != "n"})
-        result.history.append(row)
-        if val["loss"] < result.best_val_loss:
-            result.best_val_loss, result.best_epoch, bad_epochs = val["loss"], epoch + 1, 0
-            if out is None:
-                result.best_state = changing_state(model)
-            elif world.main:
-                save_checkpoint(out / "best.pt", {"state_dict": model.state_dict(), "epoch": epoch + 1,
-                                                  "val_loss": val["loss"], "model": cfg.model})
-        else:
-            bad_epochs += 1
+        improved = validate(epoch + 1, {"train_loss": total / max(count, 1), "lr": scheduler.get_last_lr()[0],
+                                        "seconds": round(time.perf_counter() - started, 2)})
+        bad_epochs = 0 if improved else bad_epochs + 1
         if out is None or not world.main:
             continue
         with atomic_write(out / "metrics.csv") as f:
@@ -257,7 +266,8 @@ def fit(
             "best_val_loss": result.best_val_loss, "config": config_dict(cfg),
         })
         if progress and world.main:
-            tqdm.write(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f}, val loss {val['loss']:.4f}"
-                       f"{' (best)' if result.best_epoch == epoch + 1 else ''}, {row['seconds']}s")
+            row = result.history[-1]
+            tqdm.write(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}"
+                       f"{' (best)' if improved else ''}, {row['seconds']}s")
     result.stopped = "early stopping" if bad_epochs >= cfg.patience else "all epochs"
     return result

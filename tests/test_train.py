@@ -202,3 +202,17 @@ def test_title_dropout_in_training_is_seeded_and_at_its_rate(tmp_path, catalogue
     first, second = dropped_titles(tmp_path / "a"), dropped_titles(tmp_path / "b")
     assert np.array_equal(first, second) and len(first) == 3 * 24
     assert 0.3 < first.mean() < 0.7
+
+
+def test_validate_start_keeps_the_starting_weights_when_no_epoch_beats_them(catalogue):
+    model, preprocess, tokenizer = new_model()
+    config = cfg(epochs=2, validate_start=True)
+    frozen = lock_towers(model, config)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    losses = iter([0.5, 1.0, 0.7])
+    result = fit(model, [colour_task(catalogue)], image_only(LiveImageFeatures(model, catalogue.image_paths, preprocess),
+                                                              catalogue),
+                 LiveTextFeatures(model, tokenizer), lambda: {"loss": next(losses)}, config, None, frozen, progress=False)
+    assert result.best_epoch == 0 and [row["epoch"] for row in result.history] == [0, 1, 2]
+    for key, value in result.best_state.items():
+        torch.testing.assert_close(value, initial[key], msg=key)
