@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from clipft.config import load_config
+from clipft.training.config import load_config
 from clipft.fileio import atomic_write
-from clipft.finetune import run_finetune
-from clipft.reports import markdown_table
+from clipft.commands.finetune import run_finetune
+from clipft.reporting.tables import markdown_table, model_label
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -54,7 +54,7 @@ def main() -> None:
     out = Path(args.out)
     with atomic_write(out / "finetune_shots.csv") as f:
         results.to_csv(f, index=False)
-    pivot = results.pivot_table(index=["attribute", "shots"], columns="model", values="accuracy", sort=False)
+    pivot = results.assign(model=model_label(results)).pivot_table(index=["attribute", "shots"], columns="model", values="accuracy", sort=False)
     with atomic_write(out / "finetune_shots.md") as f:
         f.write(f"Test accuracy, command: `python benchmarks/finetune_shots.py {' '.join(sys.argv[1:])}`\n\n")
         f.write(markdown_table(pivot))

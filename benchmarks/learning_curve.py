@@ -18,9 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from clipft.config import load_config
+from clipft.training.config import load_config
 from clipft.fileio import write_json
-from clipft.learning_curve import DEFAULT_SIZES, METHODS, parse_sizes, run_curve
+from clipft.commands.curve import DEFAULT_SIZES, METHODS, parse_sizes, run_curve
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

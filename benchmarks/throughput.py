@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from clipft.cli import default_workers
-from clipft.reports import markdown_table
+from clipft.reporting.tables import markdown_table
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -107,7 +107,7 @@ def main() -> None:
         if FASHION.is_file():
             data = str(FASHION)
         else:
-            from clipft.synthetic import make_catalogue
+            from clipft.commands.sample_data import make_catalogue
 
             data = str(make_catalogue(tempfile.mkdtemp(prefix="clipft-bench-"), n=args.n, size=224, seed=args.seed))
     rows = []

@@ -17,18 +17,14 @@ import argparse
 import sys
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from clipft.config import load_config  # noqa: E402
+from clipft.training.config import load_config  # noqa: E402
 from clipft.fileio import atomic_write  # noqa: E402
-from clipft.finetune import run_finetune  # noqa: E402
-from clipft.plots import save_figure  # noqa: E402
-from clipft.probe import run_probe  # noqa: E402
-from clipft.reports import markdown_table  # noqa: E402
+from clipft.commands.finetune import run_finetune  # noqa: E402
+from clipft.reporting.plots import save_figure, subplots  # noqa: E402
+from clipft.commands.probe import run_probe  # noqa: E402
+from clipft.reporting.tables import markdown_table  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -37,14 +33,12 @@ INPUTS = ("text", "image", "fusion")
 # fine-tuning runs: name -> (inputs, title dropout)
 RUNS = {"image": ("image", 0.0), "text": ("text", 0.0), "text-dropout": ("text", 0.5),
         "fusion": ("fusion", 0.0), "fusion-dropout": ("fusion", 0.5)}
-PROBE_INPUTS = {"image": "image", "text": "text", "both": "fusion"}
 
 
 def finetune_rows(name: str, inputs: str, dropout: float, comparison: pd.DataFrame) -> list[dict]:
     rows = []
     for record in comparison.to_dict("records"):
-        model = record["model"]
-        base, removed = model.removesuffix(" (no titles)"), model.endswith(" (no titles)")
+        base, removed = record["model"], record["titles"] == "removed"
         if base == "fine-tuned":
             method = "fine-tuned + title dropout" if dropout else "fine-tuned"
         elif base == "zero-shot" and not dropout:
@@ -62,7 +56,7 @@ def finetune_rows(name: str, inputs: str, dropout: float, comparison: pd.DataFra
 
 def plot(results: pd.DataFrame, path: Path) -> None:
     attributes = list(dict.fromkeys(results["attribute"]))
-    fig, axes = plt.subplots(1, len(attributes), figsize=(4.2 * len(attributes), 4.2), sharey=True)
+    fig, axes = subplots(1, len(attributes), figsize=(4.2 * len(attributes), 4.2), sharey=True)
     for ax, attribute in zip(axes, attributes):
         sub = results[results["attribute"] == attribute]
         labels, present, removed = [], [], []
@@ -104,10 +98,10 @@ def main() -> None:
         rows += finetune_rows(name, inputs, dropout, pd.read_csv(folder / "comparison.csv"))
     if not (work / "probe" / "probe.csv").is_file():
         print("== linear probe", flush=True)
-        run_probe(load_config(args.config, args.overrides), work / "probe", ("logistic",), tuple(PROBE_INPUTS),
+        run_probe(load_config(args.config, args.overrides), work / "probe", ("logistic",), INPUTS,
                   progress=False)
     for record in pd.read_csv(work / "probe" / "probe.csv").to_dict("records"):
-        rows.append({"attribute": record["attribute"], "method": "linear probe", "inputs": PROBE_INPUTS[record["features"]],
+        rows.append({"attribute": record["attribute"], "method": "linear probe", "inputs": record["inputs"],
                      "titles": record["titles"], "accuracy": record["accuracy"], "macro_f1": record["macro_f1"],
                      "run": "probe"})
 

@@ -11,8 +11,8 @@ import time
 import click
 from tqdm.auto import tqdm
 
-from .config import ConfigError
-from .data import CatalogueError
+from .training.config import ConfigError
+from .catalogue import CatalogueError
 from .models import ModelLoadError
 from .prompts import PromptFileError
 
@@ -100,7 +100,7 @@ def models() -> None:
 @click.option("--seed", default=0, show_default=True, type=int)
 def sample_data(out: str, n: int, size: int, seed: int) -> None:
     """Draw a small labelled product catalogue (t-shirts, mugs, pans) for trying clipft offline."""
-    from .synthetic import make_catalogue
+    from .commands.sample_data import make_catalogue
 
     path = make_catalogue(out, n=n, size=size, seed=seed)
     click.echo(f"wrote {n} products to {path}")
@@ -131,46 +131,18 @@ def zeroshot(prompt_files, data, image_column, id_column, image_dir, limit, skip
     Writes predictions.csv (per attribute: value, probability, top 3); where the catalogue has
     the attribute's column, also metrics.json and a confusion matrix per attribute.
     """
-    import torch
+    from .commands.zeroshot import CatalogueSource, run_zeroshot
+    from .reporting.tables import summary_table
 
-    from .data import iter_catalogue, load_catalogue, validate_catalogue
-    from .distributed import init_distributed
-    from .fusion import resolve_inputs
-    from .models import load_model, resolve_device
-    from .prompts import load_prompt_specs
-    from .reports import summary_table, write_zeroshot_report
-    from .scoring import zeroshot_catalogue
-
-    def chunks():
-        # --limit samples the whole file, so it is read at once; otherwise chunk by chunk.
-        if limit is not None:
-            return [load_catalogue(data, image_column, id_column, title_column, image_dir, limit, seed)]
-        return iter_catalogue(data, chunk_size, image_column, id_column, title_column, image_dir)
-
-    start = time.perf_counter()
+    source = CatalogueSource(data, image_column, id_column, title_column, image_dir, limit, seed, chunk_size)
     with user_errors():
-        specs = load_prompt_specs(prompt_files)
-        summary = validate_catalogue(chunks(), skip_bad)  # a first pass: missing photos stop the run here
-        inputs = resolve_inputs(inputs, summary)
-        world, device = init_distributed(resolve_device(device))
-        torch.manual_seed(seed)
-        clip, preprocess, tokenizer = load_model(model, pretrained, device)
-        # Under torchrun every rank takes part in encoding each chunk; rank 0 alone scores and writes.
-        scored = (zeroshot_catalogue(clip, preprocess, tokenizer, chunk, specs if world.main else [], skip_bad, cache_dir, device,
-                                     batch_size=batch_size, workers=workers, inputs=inputs, title_weight=title_weight,
-                                     progress=summary.rows <= chunk_size)
-                  for chunk in tqdm(chunks(), total=-(-summary.rows // chunk_size), unit="chunk",
-                                    desc=f"Scoring {chunk_size}-row chunks", disable=summary.rows <= chunk_size or not world.main))
-        run = {"command": "zeroshot", "model": model, "pretrained": pretrained, "data": str(data), "inputs": inputs,
-               "title_column": summary.title_column, "title_weight": title_weight if inputs == "fusion" else None,
-               "prompts": list(prompt_files), "seed": seed, "limit": limit}
-        if not world.main:
-            for _ in scored:
-                pass
-            return
-        totals = write_zeroshot_report(scored, out, run, started=start)
+        done = run_zeroshot(source, prompt_files, out, model, pretrained, device, inputs, title_weight, skip_bad,
+                            batch_size, workers, cache_dir)
+    if done is None:
+        return  # a torchrun rank other than 0: rank 0 reports
+    totals, specs = done
     metrics = totals.metrics
-    click.echo(f"scored {totals.scored} of {totals.rows} products on {INPUT_NAMES[inputs]} "
+    click.echo(f"scored {totals.scored} of {totals.rows} products on {INPUT_NAMES[totals.inputs]} "
                f"({totals.encoded} images encoded, the rest from the cache); skipped {totals.skipped}")
     for spec in specs:
         unknown = metrics.get(spec.attribute, {}).get("unknown_values")
@@ -184,6 +156,9 @@ def zeroshot(prompt_files, data, image_column, id_column, image_dir, limit, skip
 
 
 def print_comparison(comparison) -> None:
+    from .reporting.tables import model_label
+
+    comparison = comparison.assign(model=model_label(comparison)) if "titles" in comparison else comparison
     models = list(dict.fromkeys(comparison["model"]))
     for metric in ("accuracy", "macro_f1"):
         table = comparison.pivot_table(index="attribute", columns="model", values=metric, sort=False, dropna=False).reindex(columns=models)
@@ -191,8 +166,8 @@ def print_comparison(comparison) -> None:
 
 
 def _finetune(config, overrides, out, quiet) -> None:
-    from .config import load_config
-    from .finetune import run_finetune
+    from .training.config import load_config
+    from .commands.finetune import run_finetune
 
     with user_errors():
         cfg = load_config(config, overrides)
@@ -242,24 +217,25 @@ def align(config, overrides, out, quiet) -> None:
 @click.option("--config", type=click.Path(dir_okay=False), default=None,
               help="Training recipe (configs/*.yaml): data, prompts, model, split, shots.")
 @click.option("--classifier", "classifiers", multiple=True, default=("logistic",), show_default=True,
-              type=click.Choice(["logistic", "svm", "mlp"]), help="scikit-learn classifier; repeat for several.")
-@click.option("--features", "features", multiple=True, default=("image",), show_default=True,
-              type=click.Choice(["image", "text", "both"]),
-              help="Image embeddings, title embeddings, or both concatenated; repeat for several.")
+              type=click.Choice(["logistic", "svm", "mlp", "forest"]),
+              help="scikit-learn classifier (logistic regression, linear SVM, MLP, random forest); repeat for several.")
+@click.option("--inputs", "inputs", multiple=True, default=("image",), show_default=True,
+              type=click.Choice(["image", "text", "fusion"]),
+              help="Image embeddings, title embeddings, or both concatenated (fusion); repeat for several.")
 @functools.partial(functools.reduce, lambda f, opt: opt(f), reversed(finetune_options))
-def probe(config, classifiers, features, overrides, out, quiet) -> None:
+def probe(config, classifiers, inputs, overrides, out, quiet) -> None:
     """Baselines: scikit-learn classifiers on frozen (cached) embeddings, trained on the same
     split and training examples as `finetune` (the same config), scored on its test split with
     titles present and removed. Regularisation is chosen on validation. Writes probe.csv."""
-    from .config import load_config
-    from .probe import run_probe
+    from .training.config import load_config
+    from .commands.probe import run_probe
 
     with user_errors():
         cfg = load_config(config, overrides)
-        table = run_probe(cfg, out, tuple(dict.fromkeys(classifiers)), tuple(dict.fromkeys(features)),
+        table = run_probe(cfg, out, tuple(dict.fromkeys(classifiers)), tuple(dict.fromkeys(inputs)),
                           progress=not quiet)
     if len(table):
-        click.echo("test split:\n" + table.pivot_table(index=["attribute", "classifier", "features"], columns="titles",
+        click.echo("test split:\n" + table.pivot_table(index=["attribute", "classifier", "inputs"], columns="titles",
                                                        values=["accuracy", "macro_f1"], sort=False)
                    .to_string(float_format=lambda v: f"{v:.3f}"))
     click.echo(f"results in {out}/probe.csv")
@@ -281,8 +257,9 @@ def curve(config, sizes, seeds, methods, overrides, out, quiet) -> None:
     Writes curve.csv (one row per attribute, method, size, seed; a rerun skips finished
     points), curve_<attribute>.png and labels_needed.{csv,md} (labels per class needed to
     reach 90% and 100% of the accuracy with the whole train split)."""
-    from .config import load_config
-    from .learning_curve import labels_needed, parse_sizes, run_curve
+    from .training.config import load_config
+    from .commands.curve import parse_sizes, run_curve
+    from .reporting.tables import labels_needed
 
     start = time.perf_counter()
     with user_errors():
@@ -316,7 +293,7 @@ def curve(config, sizes, seeds, methods, overrides, out, quiet) -> None:
 def demo(out, n, shots, prompts_dir, cache_dir, seed, quiet) -> None:
     """Offline end to end: draw a catalogue, align lite0-minilm on its titles, score the test
     split zero-shot, fine-tune on a few labels per class, and compare (table + plots)."""
-    from .demo import run_demo
+    from .commands.demo import run_demo
 
     start = time.perf_counter()
     with user_errors():

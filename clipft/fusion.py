@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import Catalogue, CatalogueError
+from .catalogue import Catalogue, CatalogueError
 
 INPUTS = ("image", "text", "fusion")
 WEIGHT_GRID = tuple(np.round(np.linspace(0, 1, 11), 2).tolist())  # title weights tried on validation
@@ -50,6 +50,14 @@ def resolve_inputs(requested: str | None, catalogue: Catalogue) -> str:
     return inputs
 
 
+def scored_on(titles: np.ndarray, inputs: str) -> np.ndarray:
+    """Per product, what it is scored on: image, title, image+title, or nothing (text-only, no title)."""
+    has_title = np.array([t is not None for t in titles], dtype=bool)
+    return {"image": np.full(len(titles), "image"),
+            "text": np.where(has_title, "title", "nothing"),
+            "fusion": np.where(has_title, "image+title", "image")}[inputs].astype(object)
+
+
 def title_dropout_mask(n: int, p: float, rng: np.random.Generator) -> np.ndarray:
     """Which of ``n`` training examples lose their title this step (each with probability ``p``)."""
     return rng.random(n) < p if p > 0 else np.zeros(n, dtype=bool)
@@ -78,9 +86,6 @@ class ProductFeatures:
     def without_titles(self) -> "ProductFeatures":
         """The same model scoring products whose titles were all removed."""
         return replace(self, titles=np.full(len(self.titles), None, dtype=object))
-
-    def with_weight(self, weight: float) -> "ProductFeatures":
-        return replace(self, weight=weight)
 
     def parts(self, rows, drop: np.ndarray | None = None) -> ProductParts:
         rows = np.asarray(rows, dtype=int)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from sklearn.dummy import DummyClassifier
 from sklearn.metrics import (
     accuracy_score,
     balanced_accuracy_score,
@@ -62,3 +63,10 @@ def classification_metrics(y_true, y_pred) -> dict:
             for label, p, r, f, s in zip(labels, precision, recall, f1, support)
         },
     }
+
+
+def majority_class_metrics(y_train, y_test) -> dict:
+    """The metrics of always predicting the most common training label (scikit-learn's
+    ``DummyClassifier``; ties go to the first class in sorted order)."""
+    dummy = DummyClassifier(strategy="most_frequent").fit(np.zeros((len(y_train), 1)), np.asarray(y_train))
+    return classification_metrics(y_test, dummy.predict(np.zeros((len(y_test), 1))))

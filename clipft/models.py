@@ -2,6 +2,7 @@
 image preprocessing and its tokenizer. Every command goes through :func:`load_model`."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -15,7 +16,6 @@ from .offline_model import OFFLINE_MODEL, create_lite0_minilm
 # A tiny randomly initialised ViT for tests and smoke runs: never downloads, runs in milliseconds.
 TINY_MODEL = "clipft-tiny"
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
-open_clip.add_model_config(_CONFIG_DIR)
 
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
 RANDOM_WEIGHTS = "random"
@@ -27,8 +27,16 @@ class ModelLoadError(RuntimeError):
     """The model or its weights cannot be loaded; the message says what to do instead."""
 
 
+@functools.cache
+def register_model_configs() -> None:
+    """Add clipft's architectures to OpenCLIP's registry, once, when a model is first asked for
+    (not on import: importing clipft changes nothing in OpenCLIP)."""
+    open_clip.add_model_config(_CONFIG_DIR)
+
+
 def list_models() -> list[str]:
     """Every architecture ``--model`` accepts: OpenCLIP's, plus clipft's own."""
+    register_model_configs()
     return open_clip.list_models()
 
 
@@ -61,7 +69,6 @@ def load_model(
     name: str,
     pretrained: str | None = None,
     device: str | torch.device = "cpu",
-    precision: str = "fp32",
 ):
     """Return ``(model, preprocess, tokenizer)`` for any OpenCLIP architecture or ``lite0-minilm``.
 
@@ -75,7 +82,7 @@ def load_model(
         model, tokenizer = create_lite0_minilm(pretrained, device=device)
     else:
         try:
-            model = open_clip.create_model(name, pretrained=pretrained, device=device, precision=precision)
+            model = open_clip.create_model(name, pretrained=pretrained, device=device)
         except RuntimeError as err:
             if pretrained and not os.path.isfile(pretrained):
                 raise ModelLoadError(

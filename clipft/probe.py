@@ -1,39 +1,26 @@
-"""Baselines on frozen embeddings (``clipft probe``): scikit-learn classifiers on the model's
-image embeddings, title embeddings, or both concatenated (early fusion), trained on the same
-split and training examples as ``clipft finetune`` and scored with the same metrics.
-
-Embeddings come from the cache (image trunk features, title transformer outputs), so a probe
-runs in seconds. Each classifier's regularisation is chosen on the validation split.
-"""
+"""Classifiers on frozen embeddings (linear probes and their kin), scikit-learn underneath:
+logistic regression, a linear SVM, an MLP and a random forest, the four classic models of the
+multimodal reference system. A product is its unit image embedding, its unit title embedding
+(zero without a title), or both side by side (early fusion), as :mod:`clipft.fusion` names
+them: ``image``, ``text``, ``fusion``."""
 from __future__ import annotations
 
-import dataclasses
-import time
-from pathlib import Path
-
 import numpy as np
-import pandas as pd
 import torch
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 from sklearn.svm import LinearSVC
 
-from .config import FinetuneCfg
-from .evaluation import split_targets
-from .fileio import atomic_write
-from .finetune import prepare_run
-from .fusion import ProductFeatures, ProductParts
-from .metrics import classification_metrics
-from .tasks import attribute_task
-from .text_features import text_features
+from .fusion import INPUTS, ProductFeatures, ProductParts
 
 # classifier -> (its regularisation parameter, the values tried on validation)
 CLASSIFIERS = {
     "logistic": ("C", (0.1, 1.0, 10.0, 100.0)),
     "svm": ("C", (0.01, 0.1, 1.0, 10.0)),
     "mlp": ("alpha", (1e-4, 1e-2, 1.0)),
+    "forest": ("min_samples_leaf", (1, 4, 16)),
 }
-FEATURES = ("image", "text", "both")
 
 
 def make_classifier(kind: str, value: float, seed: int = 0):
@@ -43,15 +30,23 @@ def make_classifier(kind: str, value: float, seed: int = 0):
         return LinearSVC(C=value, max_iter=5000, random_state=seed)
     if kind == "mlp":
         return MLPClassifier(hidden_layer_sizes=(256,), alpha=value, max_iter=1000, random_state=seed)
+    if kind == "forest":
+        return RandomForestClassifier(n_estimators=200, min_samples_leaf=int(value), random_state=seed)
     raise ValueError(f"classifier must be one of {', '.join(CLASSIFIERS)}, got {kind!r}")
 
 
-def probe_matrix(parts: ProductParts, features: str) -> np.ndarray:
+def probe_matrix(parts: ProductParts, inputs: str) -> np.ndarray:
     """Unit image embeddings, unit title embeddings (zero without a title), or both side by side."""
-    if features not in FEATURES:
-        raise ValueError(f"features must be one of {', '.join(FEATURES)}, got {features!r}")
-    blocks = {"image": [parts.image], "text": [parts.title], "both": [parts.image, parts.title]}[features]
+    if inputs not in INPUTS:
+        raise ValueError(f"inputs must be one of {', '.join(INPUTS)}, got {inputs!r}")
+    blocks = {"image": [parts.image], "text": [parts.title], "fusion": [parts.image, parts.title]}[inputs]
     return torch.cat(blocks, dim=1).float().numpy()
+
+
+@torch.no_grad()
+def probe_features(features: ProductFeatures, rows, inputs: str) -> np.ndarray:
+    """:func:`probe_matrix` of catalogue ``rows``."""
+    return probe_matrix(features.parts(np.asarray(rows, dtype=int)), inputs)
 
 
 def fit_probe(kind: str, X_train, y_train, X_val, y_val, seed: int = 0):
@@ -67,49 +62,10 @@ def fit_probe(kind: str, X_train, y_train, X_val, y_val, seed: int = 0):
     return best
 
 
-def run_probe(cfg: FinetuneCfg, out_dir: str | Path, classifiers=("logistic",), features=("both",),
-              progress: bool = True) -> pd.DataFrame:
-    """Fit every classifier on every feature set for every attribute; score the test split
-    on products with their titles and with titles removed; write probe.csv (and the run's config and splits)."""
-    out = Path(out_dir)
-    # Frozen towers: the embeddings are the model's own, read from the cache.
-    cfg = dataclasses.replace(cfg, lock_image=True, unlocked_image_groups=0, lock_text=True, unlocked_text_layers=0,
-                              inputs="image" if features == ("image",) else "fusion")
-    run = prepare_run(cfg, out, progress)
-    run.model.eval()
-    text_fn = text_features(run.model, run.tokenizer, run.device, cfg.cache_dir)
-    product = run.product_features(cfg, text_fn)
-    variants = {"present": product, "removed": product.without_titles()}
-    targets = {name: split_targets(run.catalogue.frame, run.specs, run.titles, r) for name, r in run.rows.items()}
-
-    def matrix(feature_fn: ProductFeatures, rows, kind: str) -> np.ndarray:
-        with torch.no_grad():
-            return probe_matrix(feature_fn.parts(rows), kind)
-
-    results = []
-    for spec in run.specs:
-        if spec.column not in run.catalogue.frame.columns:
-            continue
-        task = attribute_task(spec, run.catalogue.frame[spec.column], run.rows["train"], False, cfg.shots, cfg.seed)
-        val_rows, val_labels = targets["val"].rows[spec.attribute], targets["val"].labels[spec.attribute]
-        test_rows, test_labels = targets["test"].rows[spec.attribute], targets["test"].labels[spec.attribute]
-        if not len(task.rows) or len(np.unique(task.labels)) < 2:
-            continue
-        for kind in features:
-            X_train, X_val = matrix(product, task.rows, kind), matrix(product, val_rows, kind)
-            for name in classifiers:
-                started = time.perf_counter()
-                clf, value, val_accuracy = fit_probe(name, X_train, task.labels, X_val, val_labels, cfg.seed)
-                seconds = time.perf_counter() - started
-                for titles, feature_fn in variants.items():
-                    predicted = clf.predict(matrix(feature_fn, test_rows, kind))
-                    metrics = classification_metrics(test_labels, predicted)
-                    results.append({"attribute": spec.attribute, "classifier": name, "features": kind,
-                                    "titles": titles,
-                                    "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "n": metrics["n"],
-                                    "parameter": f"{CLASSIFIERS[name][0]}={value:g}", "val_accuracy": val_accuracy,
-                                    "train_examples": len(task.rows), "seconds": round(seconds, 2)})
-    table = pd.DataFrame(results)
-    with atomic_write(out / "probe.csv") as f:
-        table.to_csv(f, index=False)
-    return table
+def classifier_logits(clf, X: np.ndarray) -> np.ndarray:
+    """Scores that a softmax turns into probabilities (n, n_classes): log-probabilities where the
+    classifier has them, the SVM's margins otherwise (one column per class, binary included)."""
+    if hasattr(clf, "predict_proba"):
+        return np.log(np.clip(clf.predict_proba(X), 1e-7, None))
+    scores = clf.decision_function(X)
+    return np.stack([-scores / 2, scores / 2], axis=1) if scores.ndim == 1 else scores

@@ -1,11 +1,17 @@
-"""Zero-shot classification from prompts, with OpenCLIP's prompt ensembling."""
+"""Zero-shot classification from prompts (OpenCLIP's prompt ensembling), and scoring a whole
+catalogue with it: one pass over the images serves every attribute."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.special import softmax
 from sklearn.exceptions import NotFittedError
 
-from .embeddings import encode_texts
+from .cache.encoding import encode_catalogue, encode_texts
+from .catalogue import BadImage, Catalogue
+from .fusion import ProductFeatures, scored_on
 from .prompts import PromptSpec
 
 
@@ -18,19 +24,13 @@ def ensemble_prompts(prompt_embeddings: list[np.ndarray]) -> np.ndarray:
     return l2_normalize(np.stack([l2_normalize(e).mean(axis=0) for e in prompt_embeddings]))
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 class ZeroShotClassifier:
     """scikit-learn-style classifier whose ``fit`` needs no labels: it builds the class
     weights from the prompt file (templates x synonyms per class).
 
     ``predict_proba`` takes image embeddings as returned by ``encode_images`` (or fused
     product embeddings, see :mod:`clipft.fusion`). ``text_fn`` (strings -> embeddings, see
-    :mod:`clipft.text_features`) replaces the cached ``encode_texts`` while a model trains.
+    :mod:`clipft.cache.text_features`) replaces the cached ``encode_texts`` while a model trains.
     """
 
     def __init__(self, model, tokenizer, spec: PromptSpec, cache_dir=None, device="cpu", cache: bool = True,
@@ -63,8 +63,49 @@ class ZeroShotClassifier:
         return self.logit_scale_ * l2_normalize(np.asarray(X, dtype=np.float32)) @ self.weights_.T
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return softmax(self.decision_function(X))
+        return softmax(self.decision_function(X), axis=1)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         scores = self.decision_function(X)
         return self.classes_[scores.argmax(axis=1)]
+
+
+@dataclass
+class ScoredCatalogue:
+    catalogue: Catalogue
+    specs: list[PromptSpec]
+    rows: np.ndarray  # catalogue rows that were scored
+    skipped: list[BadImage]  # rows whose image was missing or unreadable
+    proba: dict[str, np.ndarray]  # attribute -> (len(rows), n_classes)
+    encoded: int  # images computed in this run (the rest came from the cache)
+    scored_on: np.ndarray  # per scored row: image, title, image+title or nothing (text-only, no title)
+
+
+def zeroshot_catalogue(model, preprocess, tokenizer, catalogue: Catalogue, specs: list[PromptSpec],
+                       skip_bad: bool = False, cache_dir=None, device="cpu", batch_size: int = 64, workers: int = 0,
+                       progress: bool = True, inputs: str = "image", title_weight: float = 0.5) -> ScoredCatalogue:
+    """Encode the catalogue's images once (see :func:`encode_catalogue` for bad photos) and/or
+    its titles, then score them against every prompt file.
+
+    ``inputs`` (see :mod:`clipft.fusion`): ``image``, ``text`` (titles only: photos are not
+    read) or ``fusion`` (``title_weight`` on the title; rows without a title use the photo).
+    """
+    image = np.zeros((len(catalogue), 0), dtype=np.float32)
+    rows, skipped, encoded = np.arange(len(catalogue)), [], 0
+    if inputs != "text":
+        encoding = encode_catalogue(model, preprocess, catalogue, skip_bad, cache_dir, device, batch_size, workers, progress)
+        rows, skipped, encoded = encoding.rows, encoding.skipped, encoding.encoded
+        image = np.full((len(catalogue), encoding.embeddings.shape[1]), np.nan, dtype=np.float32)
+        image[rows] = encoding.embeddings
+
+    def text_fn(texts):
+        return torch.from_numpy(encode_texts(model, tokenizer, texts, cache_dir, device))
+
+    titles = np.array(catalogue.titles(), dtype=object)
+    features = ProductFeatures(lambda r: torch.from_numpy(image[r]), text_fn, titles, inputs, title_weight)
+    X = features(rows).numpy() if len(rows) else np.zeros((0, 1), dtype=np.float32)
+    proba = {}
+    for spec in specs:
+        clf = ZeroShotClassifier(model, tokenizer, spec, cache_dir, device).fit()
+        proba[spec.attribute] = clf.predict_proba(X) if len(rows) else np.zeros((0, len(spec.classes)))
+    return ScoredCatalogue(catalogue, specs, rows, skipped, proba, encoded, scored_on(titles[rows], inputs))

@@ -25,7 +25,7 @@ def tiny_model():
 @pytest.fixture(scope="session")
 def sample_catalogue(tmp_path_factory):
     """12 generated products (t-shirts, mugs, pans) with 32x32 photos."""
-    from clipft.synthetic import make_catalogue
+    from clipft.commands.sample_data import make_catalogue
 
     return make_catalogue(tmp_path_factory.mktemp("sample"), n=12, size=32, seed=0)
 

@@ -5,7 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from clipft.cli import cli
-from clipft.synthetic import make_catalogue
+from clipft.commands.sample_data import make_catalogue
 from conftest import REPO
 
 PROMPTS = [str(REPO / "prompts" / f"{name}.yaml") for name in ("color", "sleeve", "lid")]

@@ -1,6 +1,6 @@
 import pytest
 
-from clipft.config import ConfigError, FinetuneCfg, load_config, parse_overrides
+from clipft.training.config import ConfigError, FinetuneCfg, load_config, parse_overrides
 from conftest import REPO
 
 

@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from clipft.data import CatalogueError, check_images, load_catalogue
+from clipft.catalogue import CatalogueError, check_images, load_catalogue
 
 
 def make_images(folder, names, size=8):
@@ -90,7 +90,7 @@ def test_unreadable_csv_errors(tmp_path):
 
 
 def test_generated_catalogue_is_deterministic(tmp_path):
-    from clipft.synthetic import make_catalogue
+    from clipft.commands.sample_data import make_catalogue
 
     a = pd.read_csv(make_catalogue(tmp_path / "a", n=9, size=24, seed=5))
     b = pd.read_csv(make_catalogue(tmp_path / "b", n=9, size=24, seed=5))

@@ -1,6 +1,6 @@
 import pandas as pd
 
-from clipft.demo import run_demo
+from clipft.commands.demo import run_demo
 from conftest import REPO
 
 

@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import torch
 
-from clipft.embeddings import encode_images, image_store
-from clipft.synthetic import make_catalogue
+from clipft.cache.encoding import encode_images, image_store
+from clipft.commands.sample_data import make_catalogue
 from conftest import REPO
 
 
@@ -21,8 +21,8 @@ def torchrun(*args, cwd=REPO):
 
 
 def test_two_process_training_equals_one_process_with_the_same_global_batch(tmp_path):
-    from clipft.config import load_config
-    from clipft.finetune import run_finetune
+    from clipft.training.config import load_config
+    from clipft.commands.finetune import run_finetune
 
     data = make_catalogue(tmp_path / "cat", n=36, size=32, seed=3)
     overrides = [f"data={data}", f"prompts=[{REPO}/prompts/color.yaml, {REPO}/prompts/lid.yaml]", "model=clipft-tiny",
@@ -47,7 +47,7 @@ def test_sharded_cache_equals_the_unsharded_one(tmp_path):
                       "--out", tmp_path / "out")
     assert result.stdout.count("scored 20 of 20") == 1 and "20 images encoded" in result.stdout
 
-    from clipft.data import load_catalogue
+    from clipft.catalogue import load_catalogue
     from clipft.models import load_model
 
     torch.manual_seed(0)  # the seed zeroshot uses: the same random tiny model

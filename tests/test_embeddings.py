@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from clipft.embedding_store import EmbeddingStore
-from clipft.embeddings import encode_images, encode_texts
+from clipft.cache.store import EmbeddingStore
+from clipft.cache.encoding import encode_images, encode_texts
 
 
 def images(tmp_path, n, size=16):
@@ -122,7 +122,7 @@ def test_text_embeddings_are_cached(tmp_path, tiny_model):
 def test_store_reopens_and_skips_an_unreadable_shard(tmp_path, caplog):
     store = EmbeddingStore(tmp_path)
     store.add(["a", "b"], np.eye(2, dtype=np.float32))
-    (tmp_path / "shard-0-broken.npz").write_bytes(b"garbage")
+    (tmp_path / "shard-0-broken.keys.npy").write_bytes(b"garbage")
     reopened = EmbeddingStore(tmp_path)
     assert len(reopened) == 2 and "a" in reopened
     np.testing.assert_array_equal(reopened.get(["b", "a"]), [[0, 1], [1, 0]])
@@ -135,8 +135,7 @@ def test_store_memory_maps_finished_shards_and_ignores_unfinished_ones(tmp_path)
     store = EmbeddingStore(tmp_path)
     store.add(["a", "b", "c"], np.arange(6, dtype=np.float32).reshape(3, 2))
     np.save(tmp_path / "shard-9-unfinished.emb.npy", np.ones((1, 2), dtype=np.float32))  # no keys file
-    np.savez(tmp_path / "shard-0-legacy.npz", keys=np.array(["z"]), emb=np.full((1, 2), 7, dtype=np.float32))
     reopened = EmbeddingStore(tmp_path)
-    assert len(reopened) == 4 and any(isinstance(s, np.memmap) for s in reopened._shards)
-    np.testing.assert_array_equal(reopened.get(["c", "z", "a", "c"]), [[4, 5], [7, 7], [0, 1], [4, 5]])
+    assert len(reopened) == 3 and any(isinstance(s, np.memmap) for s in reopened._shards)
+    np.testing.assert_array_equal(reopened.get(["c", "a", "c"]), [[4, 5], [0, 1], [4, 5]])
     assert reopened.get([]).shape == (0, 2)

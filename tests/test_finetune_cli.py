@@ -5,7 +5,7 @@ import torch
 from click.testing import CliRunner
 
 from clipft.cli import cli
-from clipft.synthetic import make_catalogue
+from clipft.commands.sample_data import make_catalogue
 from conftest import REPO
 
 
@@ -26,13 +26,13 @@ def test_finetune_end_to_end_then_zeroshot_with_the_checkpoint(tmp_path):
     out = tmp_path / "run"
     result = run(["finetune", "--config", str(config), "--set", "seed=1", "--out", str(out), "--quiet"])
     assert "test split:" in result.output and "zero-shot" in result.output and "fine-tuned" in result.output
-    for name in ("config.yaml", "splits.csv", "labels.json", "metrics.csv", "best.pt", "last.pt",
+    for name in ("config.yaml", "splits.csv", "labels.json", "history.csv", "best.pt", "last.pt",
                  "comparison.csv", "wise_ft.csv", "summary.json", "curves.png"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
     assert summary["fast_path"] is True and summary["splits"]["skipped"] == 0
     assert sum(summary["splits"][s] for s in ("train", "val", "test")) == 36
-    assert len(pd.read_csv(out / "metrics.csv")) == 2
+    assert len(pd.read_csv(out / "history.csv")) == 2
     comparison = pd.read_csv(out / "comparison.csv")
     assert {"zero-shot", "fine-tuned", "majority class"} <= set(comparison["model"])
     assert comparison["accuracy"].between(0, 1).all()
@@ -50,7 +50,7 @@ def test_finetune_end_to_end_then_zeroshot_with_the_checkpoint(tmp_path):
 
     # running the same command again finds the finished run and does not train again
     again = run(["finetune", "--config", str(config), "--set", "seed=1", "--out", str(out), "--quiet"])
-    assert len(pd.read_csv(out / "metrics.csv")) == 2 and "best epoch" in again.output
+    assert len(pd.read_csv(out / "history.csv")) == 2 and "best epoch" in again.output
 
 
 def test_finetune_errors_are_clear(tmp_path):
@@ -105,8 +105,9 @@ def test_finetune_on_fused_titles_reports_the_model_without_titles(tmp_path):
     assert set(summary["title_weights"]) == {"zero-shot", "fine-tuned"}
     assert 0 <= summary["title_weights"]["fine-tuned"]["lid"] <= 1
     comparison = pd.read_csv(out / "comparison.csv")
-    assert {"fine-tuned", "fine-tuned (no titles)", "zero-shot (no titles)"} <= set(comparison["model"])
-    tuned = comparison[comparison["model"] == "fine-tuned"]["title_weight"]
+    pairs = set(zip(comparison["model"], comparison["titles"]))
+    assert {("fine-tuned", "present"), ("fine-tuned", "removed"), ("zero-shot", "removed")} <= pairs
+    tuned = comparison[(comparison["model"] == "fine-tuned") & (comparison["titles"] == "present")]["title_weight"]
     assert tuned.tolist() == [summary["title_weights"]["fine-tuned"]["lid"]]
     bad = run(["finetune", "--set", f"data={data}", "--set", "captions=title", "--set", "inputs=fusion",
                "--out", str(tmp_path / "bad")], expect=1)

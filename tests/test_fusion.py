@@ -1,11 +1,12 @@
+import dataclasses
 import numpy as np
 import pytest
 import torch
 
-from clipft.data import CatalogueError, load_catalogue
+from clipft.catalogue import CatalogueError, load_catalogue
 from clipft.fusion import ProductFeatures, resolve_inputs, title_dropout_mask
 from clipft.prompts import load_prompt_spec
-from clipft.scoring import zeroshot_catalogue
+from clipft.zeroshot import zeroshot_catalogue
 from clipft.zeroshot import ZeroShotClassifier
 from conftest import REPO
 
@@ -26,11 +27,11 @@ def test_fusion_with_weight_zero_is_the_image_alone_and_missing_titles_fall_back
     image_only, _ = toy_features("image")
     rows = np.arange(4)
     torch.testing.assert_close(fused(rows), image_only(rows))
-    half = fused.with_weight(0.5)(rows)
+    half = dataclasses.replace(fused, weight=0.5)(rows)
     unit = torch.nn.functional.normalize(images, dim=-1)
     torch.testing.assert_close(half[[1, 3]], unit[[1, 3]])  # no title: the photo alone
     assert not torch.allclose(half[[0, 2]], unit[[0, 2]])  # a title moves the embedding
-    torch.testing.assert_close(fused.with_weight(1.0)(rows)[[0, 2]], toy_features("text")[0](rows)[[0, 2]])
+    torch.testing.assert_close(dataclasses.replace(fused, weight=1.0)(rows)[[0, 2]], toy_features("text")[0](rows)[[0, 2]])
 
 
 def test_text_only_without_a_title_has_nothing_to_go_on():

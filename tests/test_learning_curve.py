@@ -3,8 +3,9 @@ import pytest
 from click.testing import CliRunner
 
 from clipft.cli import cli
-from clipft.learning_curve import labels_needed, parse_sizes
-from clipft.synthetic import make_catalogue
+from clipft.commands.curve import parse_sizes
+from clipft.reporting.tables import labels_needed
+from clipft.commands.sample_data import make_catalogue
 from conftest import REPO
 
 

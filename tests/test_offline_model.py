@@ -69,8 +69,8 @@ def test_offline_model_is_built_from_both_pretrained_towers(imagenet_net):
 
 
 def test_text_tower_can_be_partly_locked():
-    from clipft.config import FinetuneCfg
-    from clipft.train import lock_towers
+    from clipft.training.config import FinetuneCfg
+    from clipft.training.weights import lock_towers
 
     model, _, _ = load_model("lite0-minilm")
     lock_towers(model, FinetuneCfg(prompts=["p.yaml"], lock_text=True, unlocked_text_layers=2))

@@ -2,9 +2,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clipft.config import FinetuneCfg
-from clipft.probe import CLASSIFIERS, fit_probe, run_probe
-from clipft.synthetic import make_catalogue
+from clipft.training.config import FinetuneCfg
+from clipft.commands.probe import run_probe
+from clipft.probe import CLASSIFIERS, fit_probe
+from clipft.commands.sample_data import make_catalogue
 from conftest import REPO
 
 
@@ -23,19 +24,19 @@ def test_probe_on_a_tiny_generated_catalogue(tmp_path):
     data = make_catalogue(tmp_path / "cat", n=48, size=32, seed=2)
     cfg = FinetuneCfg(data=str(data), prompts=[str(REPO / "prompts" / "lid.yaml"), str(REPO / "prompts" / "color.yaml")],
                       model="clipft-tiny", cache_dir=str(tmp_path / "cache"))
-    table = run_probe(cfg, tmp_path / "probe", ("logistic", "svm"), ("image", "text", "both"), progress=False)
+    table = run_probe(cfg, tmp_path / "probe", ("logistic", "svm"), ("image", "text", "fusion"), progress=False)
     assert table.equals(pd.read_csv(tmp_path / "probe" / "probe.csv"))
-    assert len(table) == 2 * 2 * 3 * 2  # attributes x classifiers x features x titles present/removed
+    assert len(table) == 2 * 2 * 3 * 2  # attributes x classifiers x inputs x titles present/removed
     assert table["accuracy"].between(0, 1).all() and table["macro_f1"].between(0, 1).all()
     splits = pd.read_csv(tmp_path / "probe" / "splits.csv", dtype={"id": str})
     assert set(splits["split"]) == {"train", "val", "test"}
     # Without titles, a text-only probe sees the same (zero) vector for every product: one answer for all.
     frame = pd.read_csv(data, dtype=str).merge(splits, on="id")
     test = frame[frame["split"] == "test"]
-    for row in table[(table["features"] == "text") & (table["titles"] == "removed")].itertuples():
+    for row in table[(table["inputs"] == "text") & (table["titles"] == "removed")].itertuples():
         column = {"lid": "lid", "color": "baseColour"}[row.attribute]
         shares = test[column].dropna().value_counts(normalize=True)
         assert np.isclose(shares.to_numpy(), row.accuracy).any(), (row, shares)
-    image = table[table["features"] == "image"].pivot_table(index=["attribute", "classifier"], columns="titles",
+    image = table[table["inputs"] == "image"].pivot_table(index=["attribute", "classifier"], columns="titles",
                                                             values="accuracy")
     assert (image["present"] == image["removed"]).all()  # titles do not touch the image probe

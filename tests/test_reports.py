@@ -1,6 +1,6 @@
 import pandas as pd
 
-from clipft.reports import markdown_table
+from clipft.reporting.tables import markdown_table
 
 
 def test_markdown_table():

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clipft.sampler import BalancedBatchSampler, rank_share
+from clipft.training.sampler import BalancedBatchSampler, rank_share
 
 class_sizes = st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=9)
 
@@ -76,14 +76,14 @@ def test_bad_arguments():
         BalancedBatchSampler([1, 2], 0)
 
 
-def test_min_batches_lengthens_a_few_shot_epoch_and_stays_balanced():
+def test_min_epoch_steps_lengthens_a_few_shot_epoch_and_stays_balanced():
     labels = np.repeat(["a", "b", "c"], 2)
-    sampler = BalancedBatchSampler(labels, batch_size=6, seed=0, min_batches=5)
+    sampler = BalancedBatchSampler(labels, batch_size=6, seed=0, min_epoch_steps=5)
     batches = list(sampler)
     assert len(sampler) == len(batches) == 5
     for batch in batches:
         assert sorted(np.unique(labels[batch], return_counts=True)[1]) == [2, 2, 2]
-    assert len(BalancedBatchSampler(np.repeat(["a", "b"], 50), batch_size=10, min_batches=5)) == 10
+    assert len(BalancedBatchSampler(np.repeat(["a", "b"], 50), batch_size=10, min_epoch_steps=5)) == 10
 
 
 @settings(max_examples=50, deadline=None)

@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from clipft.data import CatalogueError, load_catalogue
-from clipft.splits import assign_groups, column_splits, near_duplicate_pairs, split_rows
+from clipft.catalogue import CatalogueError, load_catalogue
+from clipft.training.splits import assign_groups, column_splits, near_duplicate_pairs, split_rows
 
 
 def catalogue(tmp_path, n=200, seed=0):
@@ -74,7 +74,7 @@ def test_split_column(tmp_path):
 
 
 def test_splits_from_an_earlier_run(tmp_path):
-    from clipft.splits import splits_from_file
+    from clipft.training.splits import splits_from_file
 
     cat = catalogue(tmp_path, n=3)
     pd.DataFrame({"id": ["0", "1", "2"], "split": ["test", "train", "val"]}).to_csv(tmp_path / "s.csv", index=False)

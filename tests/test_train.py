@@ -2,17 +2,18 @@ import numpy as np
 import pytest
 import torch
 
-from clipft.config import FinetuneCfg
-from clipft.data import load_catalogue
-from clipft.embeddings import encode_images
+from clipft.training.config import FinetuneCfg
+from clipft.catalogue import load_catalogue
+from clipft.cache.encoding import encode_images
 from clipft.fusion import ProductFeatures
-from clipft.image_features import CachedImageFeatures, FrozenEncoder, LiveImageFeatures, frozen_split
+from clipft.cache.image_features import CachedImageFeatures, FrozenEncoder, LiveImageFeatures, frozen_split
 from clipft.models import TINY_MODEL, load_model
 from clipft.prompts import load_prompt_spec
-from clipft.synthetic import make_catalogue
-from clipft.tasks import attribute_task, sample_shots
-from clipft.text_features import LiveTextFeatures
-from clipft.train import fit, lock_towers, wise_ft
+from clipft.commands.sample_data import make_catalogue
+from clipft.training.tasks import attribute_task, sample_shots
+from clipft.cache.text_features import LiveTextFeatures
+from clipft.training.loop import fit
+from clipft.training.weights import lock_towers, wise_ft
 from conftest import REPO
 
 COLOR = load_prompt_spec(REPO / "prompts" / "color.yaml")
@@ -91,7 +92,7 @@ def test_best_epoch_is_the_lowest_validation_loss_and_patience_stops(tmp_path, c
     assert best["epoch"] == 2
     for key, value in best["state_dict"].items():
         assert torch.equal(value, snapshots[1][key]), key
-    assert (tmp_path / "metrics.csv").read_text().count("\n") == 5
+    assert (tmp_path / "history.csv").read_text().count("\n") == 5
 
 
 def test_interrupted_training_resumes_to_the_same_result(tmp_path, catalogue):
@@ -117,7 +118,7 @@ def test_interrupted_training_resumes_to_the_same_result(tmp_path, catalogue):
 
 
 def test_resume_refuses_a_run_with_other_settings(tmp_path, catalogue):
-    from clipft.config import ConfigError
+    from clipft.training.config import ConfigError
 
     train(catalogue, tmp_path, cfg(epochs=1), cache=tmp_path / "cache")
     with pytest.raises(ConfigError, match="lr"):
@@ -149,7 +150,7 @@ def test_shots_and_template_captions(catalogue):
 
 def test_hard_negatives_swap_one_class_word():
     from clipft.prompts import parse_prompt_spec
-    from clipft.tasks import swap_attribute_word, swap_vocabulary
+    from clipft.training.tasks import swap_attribute_word, swap_vocabulary
 
     gender = parse_prompt_spec({"attribute": "g", "column": "g", "templates": ["{}"],
                                 "classes": {"Men": None, "Women": None, "Boys": ["Kids Boys"]}})
@@ -166,7 +167,7 @@ def test_hard_negatives_swap_one_class_word():
 
 
 def test_cached_text_features_equal_the_live_text_tower(tmp_path):
-    from clipft.text_features import CachedTextFeatures, text_features
+    from clipft.cache.text_features import CachedTextFeatures, text_features
 
     model, _, tokenizer = new_model("lite0-minilm")
     lock_towers(model, cfg(lock_text=True))

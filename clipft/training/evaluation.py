@@ -7,12 +7,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from sklearn.metrics import log_loss
 
-from .fusion import WEIGHT_GRID, ProductFeatures, ProductParts, combine
-from .losses import CaptionContrastiveLoss, caption_ids
-from .metrics import check_labels, classification_metrics
-from .prompts import PromptSpec
-from .zeroshot import ZeroShotClassifier
+from ..fusion import WEIGHT_GRID, ProductFeatures, ProductParts, combine
+from ..losses import CaptionContrastiveLoss, caption_ids
+from ..metrics import check_labels, classification_metrics
+from ..prompts import PromptSpec
+from ..zeroshot import ZeroShotClassifier
 
 
 @dataclass
@@ -53,9 +54,22 @@ def _scores(clf: ZeroShotClassifier, embeddings: torch.Tensor, labels: np.ndarra
     proba = clf.predict_proba(embeddings.numpy())
     index = {c: i for i, c in enumerate(clf.classes_)}
     target = np.array([index[v] for v in labels])
-    loss = float(-np.log(proba[np.arange(len(target)), target].clip(min=1e-12)).mean())
+    loss = float(log_loss(target, proba, labels=np.arange(len(clf.classes_))))
     metrics = classification_metrics(labels, clf.classes_[proba.argmax(axis=1)])
     return {"loss": loss, "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "n": metrics["n"]}
+
+
+def _title_loss(model, features: ProductFeatures, text_fn, targets: SplitTargets, batch_size: int) -> dict:
+    """The training loss of title runs over fixed chunks of the split (batches that never change)."""
+    loss_fn = CaptionContrastiveLoss()
+    chunk_losses, sizes = [], []
+    for start in range(0, len(targets.title_rows), batch_size):
+        rows = targets.title_rows[start : start + batch_size]
+        unique, ids = caption_ids(list(targets.titles[start : start + batch_size]))
+        logit_scale = model.logit_scale.exp()
+        chunk_losses.append(loss_fn(features(rows), text_fn(unique), ids.to(logit_scale.device), logit_scale).item())
+        sizes.append(len(rows))
+    return {"loss": float(np.average(chunk_losses, weights=sizes)), "n": int(sum(sizes))}
 
 
 @torch.no_grad()
@@ -90,15 +104,17 @@ def evaluate(model, features: ProductFeatures, text_fn, specs: list[PromptSpec],
         if captions != "title":
             losses.append(result["loss"])
     if with_title_loss and len(targets.title_rows):
-        loss_fn = CaptionContrastiveLoss()
-        chunk_losses, sizes = [], []
-        for start in range(0, len(targets.title_rows), batch_size):
-            rows = targets.title_rows[start : start + batch_size]
-            unique, ids = caption_ids(list(targets.titles[start : start + batch_size]))
-            logit_scale = model.logit_scale.exp()
-            chunk_losses.append(loss_fn(features(rows), text_fn(unique), ids.to(logit_scale.device), logit_scale).item())
-            sizes.append(len(rows))
-        out["title"] = {"loss": float(np.average(chunk_losses, weights=sizes)), "n": int(sum(sizes))}
+        out["title"] = _title_loss(model, features, text_fn, targets, batch_size)
         losses.append(out["title"]["loss"])
     out["loss"] = float(np.mean(losses)) if losses else float("nan")
     return out
+
+
+def tuned_title_weights(model, features: ProductFeatures, text_fn, specs: list[PromptSpec], val: SplitTargets,
+                        captions: str, batch_size: int = 256) -> dict[str, float]:
+    """Per attribute, the fusion title weight of :data:`WEIGHT_GRID` most accurate on
+    validation (empty unless the features fuse photo and title)."""
+    if features.inputs != "fusion":
+        return {}
+    scored = evaluate(model, features, text_fn, specs, val, captions, batch_size, tune_weights=True)
+    return {s.attribute: scored[s.attribute]["weight"] for s in specs if s.attribute in scored}

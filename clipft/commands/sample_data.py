@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from .fileio import atomic_write
+from ..fileio import atomic_write
 
 COLOURS = {
     "Black": (25, 25, 25),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from .fusion import INPUTS
+from ..fusion import INPUTS
 
 CAPTIONS = ("label", "template", "title")
 

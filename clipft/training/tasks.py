@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .metrics import check_labels
-from .prompts import PromptSpec
+from ..metrics import check_labels
+from ..prompts import PromptSpec
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fileio import atomic_write
+from ..fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,7 @@ class EmbeddingStore:
 
     A shard is ``shard-<id>.emb.npy`` (the embeddings, memory-mapped when read, so a cache
     larger than memory costs only what is touched) and ``shard-<id>.keys.npy``, written last:
-    a shard without its keys file is unfinished and ignored. Single-file ``.npz`` shards of
-    earlier versions are still read.
+    a shard without its keys file is unfinished and ignored.
     """
 
     def __init__(self, folder: str | os.PathLike | None):
@@ -40,17 +39,13 @@ class EmbeddingStore:
     def _load(self) -> None:
         if self.folder is None or not self.folder.is_dir():
             return
-        for shard in sorted([*self.folder.glob("shard-*.keys.npy"), *self.folder.glob("shard-*.npz")]):
+        for shard in sorted(self.folder.glob("shard-*.keys.npy")):
             try:
-                if shard.suffix == ".npz":
-                    with np.load(shard, allow_pickle=False) as data:
-                        keys, emb = data["keys"], data["emb"]
-                else:
-                    keys = np.load(shard, allow_pickle=False)
-                    emb = np.load(shard.with_name(shard.name.replace(".keys.npy", ".emb.npy")), mmap_mode="r")
+                keys = np.load(shard, allow_pickle=False)
+                emb = np.load(shard.with_name(shard.name.replace(".keys.npy", ".emb.npy")), mmap_mode="r")
                 if len(keys) != len(emb):
                     raise ValueError(f"{len(keys)} keys for {len(emb)} embeddings")
-            except (OSError, ValueError, KeyError) as err:
+            except (OSError, ValueError) as err:
                 # Atomic writes make this rare (a disk error, a hand edit); recomputing is safe.
                 log.warning("ignoring unreadable cache shard %s (%s); its entries will be recomputed", shard, err)
                 continue

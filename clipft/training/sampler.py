@@ -12,7 +12,7 @@ Behaviour, tested in tests/test_sampler.py:
   ``batch_size`` distinct classes, and consecutive batches go round all of them.
 - An example appears at most once in a batch unless its class has fewer examples than its
   places in that batch.
-- ``min_batches`` lengthens short epochs (a few labels per class fill one batch; a few-shot
+- ``min_epoch_steps`` lengthens short epochs (a few labels per class fill one batch; a few-shot
   run still takes enough steps between validations).
 - The order depends only on ``(seed, epoch)``: ``set_epoch`` before each epoch. Under torchrun
   every process draws the same global batches, whatever their number, and embeds the share
@@ -51,7 +51,7 @@ class _Cycler:
 class BalancedBatchSampler(torch.utils.data.Sampler):
     """Yields lists of example indices. ``labels``: one hashable class label per example."""
 
-    def __init__(self, labels, batch_size: int, seed: int = 0, min_batches: int = 1):
+    def __init__(self, labels, batch_size: int, seed: int = 0, min_epoch_steps: int = 1):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         labels = np.asarray(labels)
@@ -63,13 +63,13 @@ class BalancedBatchSampler(torch.utils.data.Sampler):
         self.classes, codes = np.unique(labels, return_inverse=True)
         self.members = [np.flatnonzero(codes == c) for c in range(len(self.classes))]
         self.n = len(labels)
-        self.min_batches = min_batches
+        self.min_epoch_steps = min_epoch_steps
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return max(self.min_batches, math.ceil(self.n / self.batch_size))
+        return max(self.min_epoch_steps, math.ceil(self.n / self.batch_size))
 
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch])

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import ImageFiles
+from ..catalogue import ImageFiles
 
 
 class FrozenEncoder(nn.Module):

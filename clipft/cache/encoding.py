@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data import BadImage, Catalogue, CatalogueError, ImageFiles, bad_images_message, check_images, collate_decoded
-from .distributed import all_gather_objects, barrier, current_world
-from .embedding_store import EmbeddingStore, default_cache_dir
-from .models import tower_fingerprint
+from ..catalogue import BadImage, Catalogue, CatalogueError, ImageFiles, bad_images_message, check_images, collate_decoded
+from ..distributed import all_gather_objects, barrier, current_world
+from .store import EmbeddingStore, default_cache_dir
+from ..models import tower_fingerprint
 
 
 @dataclass
@@ -66,6 +66,33 @@ def file_key(path: Path) -> str:
     return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
+def _encode_into(store: EmbeddingStore, model, preprocess, paths: list[Path], keys: list[str], device, batch_size: int,
+                 workers: int, shard_size: int, progress: bool, on_failure) -> None:
+    """Decode and encode ``paths`` into ``store``, a shard every ``shard_size`` images and one
+    more when the pass stops for any reason; ``on_failure(position, reason)`` hears of photos
+    that fail to decode."""
+    loader = torch.utils.data.DataLoader(ImageFiles(paths, preprocess), batch_size=batch_size, num_workers=workers,
+                                         collate_fn=collate_decoded)
+    pending_keys: list[str] = []
+    pending: list[np.ndarray] = []
+    try:
+        with torch.no_grad(), tqdm(total=len(paths), unit="img", desc="Encoding images", disable=not progress) as bar:
+            for local, batch, bad in loader:
+                for j, reason in bad:
+                    on_failure(j, reason)
+                if batch is not None:
+                    features = model.encode_image(batch.to(device, memory_format=torch.channels_last))
+                    pending_keys.extend(keys[j] for j in local)
+                    pending.append(features.float().cpu().numpy())
+                bar.update(len(local) + len(bad))
+                if len(pending_keys) >= shard_size:
+                    store.add(pending_keys, np.concatenate(pending))
+                    pending_keys, pending = [], []
+    finally:
+        if pending_keys:
+            store.add(pending_keys, np.concatenate(pending))
+
+
 def encode_images(
     model,
     preprocess,
@@ -101,31 +128,8 @@ def encode_images(
     todo = todo_all[world.rank :: world.size]  # under torchrun each rank encodes its share
 
     if todo:
-        loader = torch.utils.data.DataLoader(
-            ImageFiles([paths[i] for i in todo], preprocess),
-            batch_size=batch_size,
-            num_workers=workers,
-            collate_fn=collate_decoded,
-        )
-        pending_keys: list[str] = []
-        pending: list[np.ndarray] = []
-        try:
-            with torch.no_grad(), tqdm(total=len(todo), unit="img", desc="Encoding images", disable=not progress or not world.main) as bar:
-                for local, batch, bad in loader:
-                    for j, reason in bad:
-                        failed[todo[j]] = reason
-                    if batch is not None:
-                        features = model.encode_image(batch.to(device, memory_format=torch.channels_last)).float().cpu().numpy()
-                        pending_keys.extend(keys[todo[j]] for j in local)
-                        pending.append(features)
-                    bar.update(len(local) + len(bad))
-                    if len(pending_keys) >= shard_size:
-                        store.add(pending_keys, np.concatenate(pending))
-                        pending_keys, pending = [], []
-        finally:
-            if pending_keys:
-                store.add(pending_keys, np.concatenate(pending))
-
+        _encode_into(store, model, preprocess, [paths[i] for i in todo], [keys[i] for i in todo], device, batch_size,
+                     workers, shard_size, progress and world.main, lambda j, reason: failed.__setitem__(todo[j], reason))
     encoded = len(todo) - sum(1 for i in todo if i in failed)
     if world.size > 1:
         # Every rank's shards are on disk once all have finished: read them as one cache.

@@ -3,27 +3,30 @@ from __future__ import annotations
 
 import os
 
-import matplotlib
+from matplotlib.figure import Figure
+from sklearn.metrics import ConfusionMatrixDisplay
 
-matplotlib.use("Agg")  # files only: clipft runs on servers without a display
-import matplotlib.pyplot as plt  # noqa: E402
-from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
+from ..fileio import atomic_write
+from ..metrics import metric_labels
 
-from .fileio import atomic_write  # noqa: E402
-from .metrics import metric_labels  # noqa: E402
+
+def subplots(*args, **kwargs):
+    """A figure that draws to files only: ``matplotlib.figure.Figure`` needs no pyplot and no
+    backend, so importing clipft never changes the user's matplotlib set-up."""
+    fig = Figure(figsize=kwargs.pop("figsize", None))
+    return fig, fig.subplots(*args, **kwargs)
 
 
 def save_figure(fig, path: str | os.PathLike) -> None:
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
 
 
 def plot_confusion_matrix(y_true, y_pred, title: str, path: str | os.PathLike) -> None:
     """Row-normalised confusion matrix (each row: where the photos of one true class went)."""
     labels = metric_labels(y_true, y_pred)
     side = max(4.0, 0.45 * len(labels) + 2)
-    fig, ax = plt.subplots(figsize=(side, side))
+    fig, ax = subplots(figsize=(side, side))
     ConfusionMatrixDisplay.from_predictions(
         y_true, y_pred, labels=labels, normalize="true", values_format=".2f",
         include_values=len(labels) <= 20, cmap="Blues", colorbar=False, ax=ax, xticks_rotation=90,
@@ -34,7 +37,7 @@ def plot_confusion_matrix(y_true, y_pred, title: str, path: str | os.PathLike) -
 
 def plot_training_curves(history, path: str | os.PathLike) -> None:
     """Loss per epoch (train and validation) and the validation metrics, from metrics.csv rows."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, right) = subplots(1, 2, figsize=(11, 4))
     if len(history):
         left.plot(history["epoch"], history["train_loss"], marker="o", label="train loss")
         left.plot(history["epoch"], history["val_loss"], marker="o", label="validation loss")
@@ -56,7 +59,7 @@ def plot_comparison(table, path: str | os.PathLike, title: str, metric: str = "a
     """Grouped bars: one group per attribute, one bar per model (rows of a comparison table)."""
     pivot = table.pivot_table(index="attribute", columns="model", values=metric, sort=False)
     pivot = pivot.reindex(columns=list(dict.fromkeys(table["model"])))  # models in the table order
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.8 * len(pivot)) + 2.5, 4))
+    fig, ax = subplots(figsize=(max(6.0, 1.8 * len(pivot)) + 2.5, 4))
     pivot.plot.bar(ax=ax, rot=0, width=0.8)
     ax.set(ylabel=metric, ylim=(0, 1), title=title)
     ax.grid(axis="y", alpha=0.3)
@@ -70,7 +73,7 @@ def plot_learning_curve(curve, attribute: str, path: str | os.PathLike) -> None:
     that use no labels (zero-shot, majority class). ``curve``: rows of learning_curve's CSV."""
     trained = curve[curve["n_train"] > 0]
     flat = curve[curve["n_train"] == 0]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = subplots(1, 2, figsize=(11, 4.2))
     for ax, metric in zip(axes, ("accuracy", "macro_f1")):
         for method, group in trained.groupby("method", sort=False):
             stats = group.groupby("size", sort=False).agg(n=("n_train", "mean"), mean=(metric, "mean"),

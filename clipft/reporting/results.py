@@ -1,22 +1,18 @@
-"""Result files of a scoring run: predictions.csv, metrics.json, skipped.csv, confusion
-matrices, and the summary table printed at the end."""
+"""What a scoring run reports: predictions per product, metrics of the labelled attributes
+(gathered chunk by chunk), and the rows it skipped."""
 from __future__ import annotations
 
-import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
-from .data import BadImage, Catalogue
-from .fileio import atomic_write, write_json
-from .metrics import check_labels, classification_metrics
-from .plots import plot_confusion_matrix
-from .prompts import PromptSpec
-from .scoring import ScoredCatalogue
+from ..catalogue import BadImage, Catalogue
+from ..fileio import atomic_write
+from ..metrics import check_labels, classification_metrics
+from ..prompts import PromptSpec
+from ..zeroshot import ScoredCatalogue
 
 TOP_K = 3
 
@@ -89,39 +85,6 @@ class LabelledResults:
         return results
 
 
-def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
-    """A pandas frame as a GitHub markdown table (index included when it is named)."""
-    if any(name is not None for name in frame.index.names):
-        frame = frame.reset_index()
-    if isinstance(frame.columns, pd.MultiIndex):
-        frame.columns = [" ".join(str(c) for c in col if str(c)) for col in frame.columns]
-
-    def cell(value) -> str:
-        if isinstance(value, float):
-            return "" if np.isnan(value) else f"{value:.{digits}f}"
-        return str(value)
-
-    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
-
-
-def summary_table(metrics: dict) -> str:
-    rows = [
-        {
-            "attribute": attribute,
-            "n": m["n"],
-            "accuracy": m.get("accuracy", float("nan")),
-            "macro_f1": m.get("macro_f1", float("nan")),
-            "balanced_acc": m.get("balanced_accuracy", float("nan")),
-            "unknown_labels": m["unknown_labels"],
-            "skipped_images": m["skipped_images"],
-        }
-        for attribute, m in metrics.items()
-    ]
-    return pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}")
-
-
 def skipped_frame(catalogue: Catalogue, skipped: list[BadImage]) -> pd.DataFrame:
     """The rows left out because their photo was missing or unreadable, with the reason."""
     return pd.DataFrame({
@@ -139,45 +102,3 @@ def write_skipped(catalogue: Catalogue, skipped: list[BadImage], path: str | Pat
             skipped_frame(catalogue, skipped).to_csv(f, index=False)
 
 
-@dataclass
-class ReportTotals:
-    rows: int = 0  # catalogue rows read
-    scored: int = 0
-    skipped: int = 0
-    encoded: int = 0  # images computed (the rest came from the cache)
-    metrics: dict = field(default_factory=dict)
-
-
-def write_zeroshot_report(chunks: Iterable[ScoredCatalogue], out_dir: str | Path, run_info: dict,
-                          started: float | None = None) -> ReportTotals:
-    """Write every result file into ``out_dir`` from scored chunks of a catalogue (one chunk
-    for a catalogue that fits in memory). Predictions are written as each chunk arrives, into
-    a file that replaces predictions.csv only when all chunks are done. ``started``
-    (``time.perf_counter()`` at the start of the run) adds the run's seconds to metrics.json."""
-    out = Path(out_dir)
-    totals = ReportTotals()
-    results = LabelledResults()
-    skipped = []
-    with atomic_write(out / "predictions.csv") as f:
-        for scored in chunks:
-            predictions = predictions_frame(scored)
-            predictions.to_csv(f, index=False, header=totals.rows == 0)
-            results.add(scored, predictions)
-            if scored.skipped:
-                skipped.append(skipped_frame(scored.catalogue, scored.skipped))
-            totals.rows += len(scored.catalogue)
-            totals.scored += len(scored.rows)
-            totals.skipped += len(scored.skipped)
-            totals.encoded += scored.encoded
-    if totals.skipped:
-        with atomic_write(out / "skipped.csv") as f:
-            pd.concat(skipped, ignore_index=True).to_csv(f, index=False)
-    totals.metrics = results.metrics()
-    if totals.metrics:
-        seconds = {"seconds": round(time.perf_counter() - started, 2)} if started is not None else {}
-        write_json(out / "metrics.json", {"run": run_info | seconds, "attributes": totals.metrics})
-        for attribute in totals.metrics:
-            y_true, y_pred = results.pairs(attribute)
-            if len(y_true):
-                plot_confusion_matrix(y_true, y_pred, attribute, out / f"confusion_{attribute}.png")
-    return totals

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import FinetuneCfg
-from .fileio import atomic_write
+from ..training.config import FinetuneCfg
+from ..fileio import atomic_write
 from .finetune import run_finetune
-from .plots import plot_comparison
-from .synthetic import make_catalogue
+from ..reporting.plots import plot_comparison
+from ..reporting.tables import model_label
+from .sample_data import make_catalogue
 
 PROMPTS = ("color", "sleeve", "lid")
 
@@ -36,6 +37,17 @@ def demo_configs(data: Path, prompts_dir: Path, seed: int, shots: int, cache_dir
     return align, finetune
 
 
+def demo_table(aligned: pd.DataFrame, tuned: pd.DataFrame, shots: int) -> pd.DataFrame:
+    """Majority class and zero-shot before alignment (from the alignment run), then the
+    fine-tuning run's rows: aligned zero-shot, fine-tuned, WiSE-FT."""
+    present = tuned[tuned["titles"] == "present"]
+    names = {"zero-shot": "aligned zero-shot", "fine-tuned": f"fine-tuned ({shots} labels/class)"}
+    tuned_rows = present[present["model"] != "majority class"].assign(model=lambda f: f["model"].replace(names))
+    tuned_rows = tuned_rows.assign(model=model_label(tuned_rows))
+    return pd.concat([aligned[aligned["model"] == "majority class"],
+                      aligned[aligned["model"] == "zero-shot before alignment"], tuned_rows], ignore_index=True)
+
+
 def run_demo(out_dir, prompts_dir, n: int = 600, shots: int = 8, seed: int = 0, cache_dir=None,
              progress: bool = True, model: str = "lite0-minilm") -> pd.DataFrame:
     """Run the demo into ``out_dir``; return the test-split table (attribute x model)."""
@@ -47,14 +59,7 @@ def run_demo(out_dir, prompts_dir, n: int = 600, shots: int = 8, seed: int = 0, 
                            splits_from=str(out / "align" / "splits.csv"))
     tuned = run_finetune(finetune_cfg, out / "finetune", progress=progress)
 
-    tuned_rows = tuned.comparison.replace({"model": {"zero-shot": "aligned zero-shot",
-                                                     "fine-tuned": f"fine-tuned ({shots} labels/class)"}})
-    table = pd.concat([
-        aligned.comparison[aligned.comparison["model"] == "majority class"],
-        aligned.comparison[aligned.comparison["model"] == "zero-shot before alignment"],
-        tuned_rows[tuned_rows["model"] == "aligned zero-shot"],
-        tuned_rows[~tuned_rows["model"].isin(["aligned zero-shot", "majority class"])],
-    ], ignore_index=True)
+    table = demo_table(aligned.comparison, tuned.comparison, shots)
     with atomic_write(out / "comparison.csv") as f:
         table.to_csv(f, index=False)
     plot_comparison(table, out / "comparison.png", title=f"Demo: test split of {n} generated products")

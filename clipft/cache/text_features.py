@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .embedding_store import EmbeddingStore, default_cache_dir
-from .embeddings import short_hash, tokenizer_id
-from .models import weights_fingerprint
+from .store import EmbeddingStore, default_cache_dir
+from .encoding import short_hash, tokenizer_id
+from ..models import weights_fingerprint
 
 
 class LiveTextFeatures:

@@ -11,34 +11,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
+from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.neighbors import radius_neighbors_graph
 
-from .data import Catalogue, CatalogueError
-from .zeroshot import l2_normalize
+from ..catalogue import Catalogue, CatalogueError
+from ..zeroshot import l2_normalize
 
 SPLITS = ("train", "val", "test")
 
 
-class _UnionFind:
-    def __init__(self, n: int):
-        self.parent = np.arange(n)
-
-    def find(self, i: int) -> int:
-        root = i
-        while self.parent[root] != root:
-            root = self.parent[root]
-        while self.parent[i] != root:  # path compression
-            self.parent[i], i = root, self.parent[i]
-        return root
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-
-def near_duplicate_pairs(features: np.ndarray, threshold: float, chunk: int = 2048):
-    """Index pairs (i < j) whose mean-centred features have a cosine similarity of at least ``threshold``.
+def near_duplicate_graph(features: np.ndarray, threshold: float) -> sparse.csr_matrix:
+    """Sparse graph joining rows whose mean-centred features have a cosine similarity of at
+    least ``threshold`` (a radius-neighbours graph: for unit vectors, cosine >= t is distance
+    <= sqrt(2 - 2t)).
 
     Centring removes what all photos share (pooled CNN features are all positive, and a weak
     model maps every photo near one point), so that only truly alike photos pair up: on the
@@ -46,12 +33,22 @@ def near_duplicate_pairs(features: np.ndarray, threshold: float, chunk: int = 20
     """
     x = np.asarray(features, dtype=np.float32)
     x = l2_normalize(x - x.mean(axis=0))
-    for start in range(0, len(x), chunk):
-        sims = x[start : start + chunk] @ x.T
-        rows, cols = np.nonzero(sims >= threshold)
-        for i, j in zip(rows + start, cols):
-            if i < j:
-                yield int(i), int(j)
+    radius = float(np.sqrt(max(0.0, 2 - 2 * threshold)))
+    return radius_neighbors_graph(x, radius, mode="connectivity", include_self=False)
+
+
+def near_duplicate_pairs(features: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """Index pairs (i < j) of :func:`near_duplicate_graph`."""
+    graph = sparse.triu(near_duplicate_graph(features, threshold), k=1).tocoo()
+    return sorted(zip(graph.row.tolist(), graph.col.tolist()))
+
+
+def _shared_label_graph(labels: list[str | None]) -> sparse.coo_matrix:
+    """Edges from each row to the first row with the same label (case and spaces ignored)."""
+    first: dict[str, int] = {}
+    pairs = [(i, first.setdefault(label.strip().lower(), i)) for i, label in enumerate(labels) if label is not None]
+    rows, cols = (np.array(a, dtype=int) for a in zip(*pairs)) if pairs else (np.zeros(0, int), np.zeros(0, int))
+    return sparse.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(labels), len(labels)))
 
 
 def base_groups(catalogue: Catalogue, groups: str | None) -> list[str]:
@@ -74,23 +71,14 @@ def base_groups(catalogue: Catalogue, groups: str | None) -> list[str]:
 def assign_groups(catalogue: Catalogue, groups: str | None = None, features: np.ndarray | None = None,
                   duplicate_threshold: float = 0.95, rows: np.ndarray | None = None) -> np.ndarray:
     """One integer group per row (of ``rows``, default all): the given groups, joined by shared
-    titles and by near-duplicate photos (``features`` of those rows)."""
+    titles and by near-duplicate photos (``features`` of those rows). Groups are the connected
+    components of those links, numbered in the order of their first row."""
     rows = np.arange(len(catalogue)) if rows is None else np.asarray(rows)
-    n = len(rows)
-    uf = _UnionFind(n)
     given, titles = base_groups(catalogue, groups), catalogue.titles()
-    for labels in ([given[r] for r in rows], [titles[r] for r in rows]):
-        first: dict[str, int] = {}
-        for i, label in enumerate(labels):
-            if label is None:
-                continue
-            key = label.strip().lower()
-            uf.union(first.setdefault(key, i), i)
+    graph = _shared_label_graph([given[r] for r in rows]) + _shared_label_graph([titles[r] for r in rows])
     if features is not None:
-        for i, j in near_duplicate_pairs(features, duplicate_threshold):
-            uf.union(i, j)
-    roots = np.array([uf.find(i) for i in range(n)])
-    return np.unique(roots, return_inverse=True)[1]
+        graph = graph + near_duplicate_graph(features, duplicate_threshold)
+    return connected_components(graph, directed=False)[1]
 
 
 def _stratified_group_holdout(strata, groups, fraction: float, seed: int) -> np.ndarray:

@@ -1,0 +1,182 @@
+"""``clipft finetune`` (and ``align``): one fine-tuning run, end to end: catalogue -> splits ->
+model -> (cached) features -> training -> best epoch -> WiSE-FT -> zero-shot vs fine-tuned on
+the test split."""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..catalogue import CatalogueError
+from ..distributed import current_world
+from ..fileio import atomic_write, write_json
+from ..metrics import majority_class_metrics
+from ..models import train_preprocess
+from ..reporting.plots import plot_training_curves
+from ..training.checkpoint import load_weights
+from ..training.config import FinetuneCfg
+from ..training.evaluation import evaluate, tuned_title_weights
+from ..training.loop import fit
+from ..training.tasks import Task, attribute_task, swap_vocabulary, title_task
+from ..training.weights import wise_ft
+from .prepare import PreparedRun, prepare_run
+
+COMPARISON_COLUMNS = ["attribute", "model", "alpha", "titles", "accuracy", "macro_f1", "n", "title_weight"]
+
+
+@dataclass
+class FinetuneResult:
+    out_dir: Path
+    best_epoch: int
+    stopped: str
+    comparison: pd.DataFrame
+    wise: pd.DataFrame
+    split_sizes: dict
+    train_seconds: float
+
+
+@dataclass
+class Candidate:
+    """A model of the test comparison: its weights and how its classes are captioned."""
+
+    model: str  # zero-shot, fine-tuned, wise-ft, or for title runs the two zero-shot stages
+    alpha: float  # WiSE-FT alpha (1: the fine-tuned weights, 0: the starting ones)
+    state: dict
+    captions: str  # label | template
+
+
+def build_tasks(run: PreparedRun) -> list[Task]:
+    cfg, catalogue = run.cfg, run.catalogue
+    if cfg.captions == "title":
+        tasks = [title_task(run.titles, run.rows["train"], swap_vocabulary(run.specs) if cfg.hard_negatives else ())]
+    else:
+        tasks = [attribute_task(spec, catalogue.frame[spec.column], run.rows["train"], cfg.captions == "template",
+                                cfg.shots, cfg.seed) for spec in run.specs if spec.column in catalogue.frame.columns]
+    tasks = [t for t in tasks if len(t.rows)]
+    if not tasks:
+        raise CatalogueError(f"{catalogue.source}: no training examples (labels of {', '.join(cfg.prompts)} "
+                             f"or titles) in the train split")
+    return tasks
+
+
+class RunScorer:
+    """Scores a split of a prepared run with the model's current weights."""
+
+    def __init__(self, run: PreparedRun, text_fn, features):
+        self.run, self.text_fn, self.features = run, text_fn, features
+        self.targets = run.targets()
+
+    def __call__(self, split: str, captions: str | None = None, features=None, weights=None) -> dict:
+        cfg = self.run.cfg
+        return evaluate(self.run.model, features or self.features, self.text_fn, self.run.specs, self.targets[split],
+                        captions or cfg.captions, cfg.eval_batch_size, with_title_loss=cfg.captions == "title",
+                        weights=weights)
+
+    def title_weights(self, captions: str) -> dict[str, float]:
+        if not self.run.cfg.tune_title_weight:
+            return {}
+        return tuned_title_weights(self.run.model, self.features, self.text_fn, self.run.specs, self.targets["val"],
+                                   captions, self.run.cfg.eval_batch_size)
+
+
+def wise_ft_scan(run: PreparedRun, score: RunScorer, best: dict) -> tuple[pd.DataFrame, float]:
+    """Validation loss and accuracy of each WiSE-FT alpha; the alpha with the lowest loss."""
+    rows = []
+    for alpha in run.cfg.wise_alphas:
+        run.model.load_state_dict(wise_ft(run.zeroshot_state, best, alpha))
+        val = score("val")
+        rows.append({"alpha": alpha, "val_loss": val["loss"],
+                     **{f"{s.attribute}_accuracy": val[s.attribute]["accuracy"] for s in run.specs if s.attribute in val}})
+    wise = pd.DataFrame(rows)
+    return wise, float(wise.loc[wise["val_loss"].idxmin(), "alpha"]) if len(wise) else 1.0
+
+
+def candidates(run: PreparedRun, best: dict, alpha: float) -> list[Candidate]:
+    """Zero-shot (prompt ensembles), the fine-tuned model, and the WiSE-FT model when its
+    alpha is neither end. Title runs align a model: both are zero-shot, before and after."""
+    cfg = run.cfg
+    if cfg.captions == "title":
+        return [Candidate("zero-shot before alignment", 0.0, run.zeroshot_state, "template"),
+                Candidate("aligned zero-shot", 1.0, best, "template")]
+    out = [Candidate("zero-shot", 0.0, run.zeroshot_state, "template"), Candidate("fine-tuned", 1.0, best, cfg.captions)]
+    if alpha != 1.0:
+        out.append(Candidate("wise-ft", alpha, wise_ft(run.zeroshot_state, best, alpha), cfg.captions))
+    return out
+
+
+def compare_on_test(run: PreparedRun, score: RunScorer, models: list[Candidate]) -> tuple[list[dict], dict]:
+    """Test rows of every candidate, with titles present and (text or fusion) removed, and the
+    title weights each candidate chose on validation."""
+    rows, chosen = [], {}
+    for cand in models:
+        run.model.load_state_dict(cand.state)
+        weights = chosen[cand.model] = score.title_weights(cand.captions)
+        variants = {"present": score.features}
+        if run.inputs != "image":  # the same model on products whose titles are missing
+            variants["removed"] = score.features.without_titles()
+        for titles, features in variants.items():
+            test = score("test", cand.captions, features, weights)
+            rows += [{"attribute": s.attribute, "model": cand.model, "alpha": cand.alpha, "titles": titles,
+                      **{k: test[s.attribute][k] for k in ("accuracy", "macro_f1", "n")},
+                      "title_weight": test[s.attribute].get("weight", np.nan)}
+                     for s in run.specs if s.attribute in test]
+    return rows, chosen
+
+
+def majority_rows(score: RunScorer, specs) -> list[dict]:
+    rows = []
+    for spec in specs:
+        train, test = score.targets["train"].labels[spec.attribute], score.targets["test"].labels[spec.attribute]
+        if len(train) and len(test):
+            metrics = majority_class_metrics(train, test)
+            rows.append({"attribute": spec.attribute, "model": "majority class", "alpha": np.nan, "titles": "present",
+                         **{k: metrics[k] for k in ("accuracy", "macro_f1", "n")}})
+    return rows
+
+
+def _write_results(run: PreparedRun, out: Path, result, tasks, wise, comparison, best_alpha, chosen) -> dict:
+    with atomic_write(out / "wise_ft.csv") as f:
+        wise.to_csv(f, index=False)
+    with atomic_write(out / "comparison.csv") as f:
+        comparison.to_csv(f, index=False)
+    sizes = {name: int(len(r)) for name, r in run.rows.items()} | {"skipped": int(len(run.catalogue) - len(run.usable))}
+    train_seconds = float(sum(row["seconds"] for row in result.history))  # over resumptions too
+    write_json(out / "summary.json", {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+                                      "stopped": result.stopped, "train_seconds": round(train_seconds, 1),
+                                      "wise_best_alpha": best_alpha, "splits": sizes,
+                                      "fast_path": run.head is not None, "inputs": run.inputs, "title_weights": chosen,
+                                      "training_examples": {t.name: len(t.rows) for t in tasks}})
+    plot_training_curves(pd.DataFrame(result.history), out / "curves.png")
+    return sizes
+
+
+def run_finetune(cfg: FinetuneCfg, out_dir: str | Path, progress: bool = True) -> FinetuneResult | None:
+    """Under torchrun every rank trains its share of each batch and rank 0 alone evaluates the
+    result and writes the files; the other ranks return None."""
+    out = Path(out_dir)
+    run = prepare_run(cfg, out, progress)
+    tasks = build_tasks(run)
+    world = current_world()
+    if world.main:
+        write_json(out / "labels.json", {t.name: dict(Counter(map(str, t.labels)).most_common()) for t in tasks}
+                   if cfg.captions != "title" else {"title": len(tasks[0].rows)})
+    text_fn = run.text_fn()
+    score = RunScorer(run, text_fn, run.product_features(text_fn))
+    train_features = score.features if run.head is not None else run.product_features(
+        text_fn, train_preprocess(run.model) if cfg.augment else None)
+    result = fit(run.model, tasks, train_features, text_fn, lambda: score("val"), cfg, out, run.frozen_modules,
+                 run.device, progress)
+    if not world.main:
+        return None
+    best = load_weights(out / "best.pt")
+    wise, best_alpha = wise_ft_scan(run, score, best)
+    test_rows, chosen = compare_on_test(run, score, candidates(run, best, best_alpha))
+    run.model.load_state_dict(best)
+    comparison = pd.DataFrame(test_rows + majority_rows(score, run.specs), columns=COMPARISON_COLUMNS)
+    comparison = comparison.sort_values(["attribute", "model"], kind="stable").reset_index(drop=True)
+    sizes = _write_results(run, out, result, tasks, wise, comparison, best_alpha, chosen)
+    train_seconds = float(sum(row["seconds"] for row in result.history))
+    return FinetuneResult(out, result.best_epoch, result.stopped, comparison, wise, sizes, train_seconds)

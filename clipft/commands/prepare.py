@@ -1,0 +1,125 @@
+"""The set-up that ``finetune``, ``probe`` and ``curve`` share: catalogue -> model (towers locked
+as configured) -> frozen image features (through the cache) -> group-aware split. It writes
+config.yaml, skipped.csv and splits.csv into the run folder."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from ..cache.encoding import encode_catalogue
+from ..cache.image_features import CachedImageFeatures, FrozenEncoder, LiveImageFeatures, frozen_split
+from ..cache.text_features import text_features
+from ..catalogue import Catalogue, CatalogueError, load_catalogue
+from ..distributed import init_distributed
+from ..fileio import atomic_write
+from ..fusion import ProductFeatures, resolve_inputs
+from ..models import load_model, resolve_device
+from ..prompts import PromptSpec, load_prompt_specs
+from ..reporting.results import write_skipped
+from ..training.config import FinetuneCfg, config_dict
+from ..training.evaluation import SplitTargets, split_targets
+from ..training.splits import assign_groups, column_splits, split_rows, splits_from_file
+from ..training.weights import lock_towers
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class PreparedRun:
+    """Everything a run on one catalogue shares before training: the catalogue and its split,
+    the model (its towers locked as configured) and the frozen image features."""
+
+    cfg: FinetuneCfg
+    catalogue: Catalogue
+    specs: list[PromptSpec]
+    model: torch.nn.Module
+    preprocess: object
+    tokenizer: object
+    device: str
+    zeroshot_state: dict
+    frozen_modules: list
+    head: torch.nn.Module | None  # trainable head on cached features (fast path), else None
+    features: np.ndarray  # per catalogue row: frozen image features (NaN where skipped)
+    usable: np.ndarray  # rows whose photo was read
+    rows: dict[str, np.ndarray]  # train/val/test rows
+    titles: list[str | None]
+    inputs: str  # image | text | fusion, resolved
+
+    def image_fn(self, transform=None):
+        """Image side for scoring (or, with a training ``transform``, for training)."""
+        if self.head is not None:
+            return CachedImageFeatures(self.features, self.head, self.device)
+        return LiveImageFeatures(self.model, self.catalogue.image_paths, transform or self.preprocess, self.device)
+
+    def text_fn(self):
+        return text_features(self.model, self.tokenizer, self.device, self.cfg.cache_dir)
+
+    def product_features(self, text_fn, transform=None) -> ProductFeatures:
+        return ProductFeatures(self.image_fn(transform), text_fn, np.array(self.titles, dtype=object),
+                               self.inputs, self.cfg.title_weight)
+
+    def targets(self) -> dict[str, SplitTargets]:
+        """Per split, the labelled rows of every attribute."""
+        return {name: split_targets(self.catalogue.frame, self.specs, self.titles, r) for name, r in self.rows.items()}
+
+
+def _write_config(cfg: FinetuneCfg, out: Path) -> None:
+    with atomic_write(out / "config.yaml") as f:
+        yaml.safe_dump(config_dict(cfg), f, sort_keys=False)
+
+
+def assign_splits(cfg: FinetuneCfg, catalogue: Catalogue, specs, features: np.ndarray,
+                  usable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(split, group) per catalogue row: from an earlier run's splits.csv, from a column, or
+    stratified on the first attribute and never splitting a group; 'skipped' for unusable rows."""
+    split = np.full(len(catalogue), "skipped", dtype=object)
+    groups = np.full(len(catalogue), -1)
+    if cfg.splits_from:
+        split[usable] = splits_from_file(catalogue, cfg.splits_from)[usable]
+    elif cfg.split_column:
+        split[usable] = column_splits(catalogue, cfg.split_column)[usable]
+    else:
+        sub = catalogue.frame.iloc[usable]
+        strata = sub[specs[0].column] if specs and specs[0].column in sub.columns else np.zeros(len(usable))
+        groups[usable] = assign_groups(catalogue, cfg.groups, features[usable], cfg.duplicate_threshold, usable)
+        split[usable] = split_rows(strata, groups[usable], cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    return split, groups
+
+
+def prepare_run(cfg: FinetuneCfg, out: Path, progress: bool = True) -> PreparedRun:
+    """catalogue -> model -> frozen features -> split; writes config.yaml, skipped.csv and splits.csv."""
+    out.mkdir(parents=True, exist_ok=True)
+    world, device = init_distributed(resolve_device(cfg.device))
+    specs = load_prompt_specs(cfg.prompts)
+    catalogue = load_catalogue(cfg.data, cfg.image_column, cfg.id_column, cfg.title_column, cfg.image_dir,
+                               cfg.limit, cfg.seed)
+    if cfg.captions == "title" and catalogue.title_column is None:
+        raise CatalogueError(f"{catalogue.source}: captions=title needs a title column (set title_column)")
+    inputs = resolve_inputs(cfg.inputs or ("image" if cfg.captions == "title" else None), catalogue)
+    if world.main:
+        _write_config(cfg, out)
+
+    torch.manual_seed(cfg.seed)
+    model, preprocess, tokenizer = load_model(cfg.model, cfg.pretrained, device)
+    zeroshot_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    frozen_modules = lock_towers(model, cfg)
+    fast = frozen_split(model) if cfg.lock_image and cfg.unlocked_image_groups == 0 else None
+
+    # Frozen features serve the fast path and find near-duplicate photos for the split.
+    encoding = encode_catalogue(FrozenEncoder(fast[0] if fast else model.visual), preprocess, catalogue, cfg.skip_bad,
+                                cfg.cache_dir, device, cfg.eval_batch_size, cfg.workers, progress)
+    features = np.full((len(catalogue), encoding.embeddings.shape[1]), np.nan, dtype=np.float32)
+    features[encoding.rows] = encoding.embeddings
+    split, groups = assign_splits(cfg, catalogue, specs, features, encoding.rows)
+    if world.main:
+        write_skipped(catalogue, encoding.skipped, out / "skipped.csv")
+        with atomic_write(out / "splits.csv") as f:
+            pd.DataFrame({"id": catalogue.ids, "split": split, "group": groups}).to_csv(f, index=False)
+    rows = {name: np.flatnonzero(split == name) for name in SPLITS}
+    return PreparedRun(cfg, catalogue, specs, model, preprocess, tokenizer, device, zeroshot_state, frozen_modules,
+                       fast[1] if fast else None, features, encoding.rows, rows, catalogue.titles(), inputs)

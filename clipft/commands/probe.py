@@ -1,0 +1,70 @@
+"""``clipft probe``: classifiers on frozen (cached) embeddings, trained on the same split and
+training examples as ``clipft finetune`` and scored with the same metrics, with titles present
+and removed. Each classifier's regularisation is chosen on the validation split."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..fileio import atomic_write
+from ..metrics import classification_metrics
+from ..probe import CLASSIFIERS, fit_probe, probe_features
+from ..training.config import FinetuneCfg
+from ..training.tasks import attribute_task
+from .prepare import PreparedRun, prepare_run
+
+DEFAULT_INPUTS = ("image",)
+
+
+def frozen_config(cfg: FinetuneCfg, inputs) -> FinetuneCfg:
+    """Frozen towers: the embeddings are the model's own, read from the cache."""
+    return dataclasses.replace(cfg, lock_image=True, unlocked_image_groups=0, lock_text=True, unlocked_text_layers=0,
+                               inputs="image" if tuple(inputs) == ("image",) else "fusion")
+
+
+def probe_attribute(run: PreparedRun, spec, variants: dict, targets, classifiers, inputs) -> list[dict]:
+    """Every classifier on every input kind for one attribute, scored on the test split."""
+    cfg = run.cfg
+    task = attribute_task(spec, run.catalogue.frame[spec.column], run.rows["train"], False, cfg.shots, cfg.seed)
+    if not len(task.rows) or len(np.unique(task.labels)) < 2:
+        return []
+    val_rows, val_labels = targets["val"].rows[spec.attribute], targets["val"].labels[spec.attribute]
+    test_rows, test_labels = targets["test"].rows[spec.attribute], targets["test"].labels[spec.attribute]
+    results = []
+    for kind in inputs:
+        X_train, X_val = probe_features(variants["present"], task.rows, kind), probe_features(variants["present"], val_rows, kind)
+        for name in classifiers:
+            started = time.perf_counter()
+            clf, value, val_accuracy = fit_probe(name, X_train, task.labels, X_val, val_labels, cfg.seed)
+            seconds = time.perf_counter() - started
+            for titles, features in variants.items():
+                metrics = classification_metrics(test_labels, clf.predict(probe_features(features, test_rows, kind)))
+                results.append({"attribute": spec.attribute, "classifier": name, "inputs": kind, "titles": titles,
+                                "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "n": metrics["n"],
+                                "parameter": f"{CLASSIFIERS[name][0]}={value:g}", "val_accuracy": val_accuracy,
+                                "train_examples": len(task.rows), "seconds": round(seconds, 2)})
+    return results
+
+
+def run_probe(cfg: FinetuneCfg, out_dir: str | Path, classifiers=("logistic",), inputs=DEFAULT_INPUTS,
+              progress: bool = True) -> pd.DataFrame:
+    """Fit every classifier on every input kind for every attribute; score the test split
+    on products with their titles and with titles removed; write probe.csv (and the run's config and splits)."""
+    out = Path(out_dir)
+    run = prepare_run(frozen_config(cfg, inputs), out, progress)
+    run.model.eval()
+    product = run.product_features(run.text_fn())
+    variants = {"present": product, "removed": product.without_titles()}
+    targets = run.targets()
+    results = []
+    for spec in run.specs:
+        if spec.column in run.catalogue.frame.columns:
+            results += probe_attribute(run, spec, variants, targets, classifiers, inputs)
+    table = pd.DataFrame(results)
+    with atomic_write(out / "probe.csv") as f:
+        table.to_csv(f, index=False)
+    return table
