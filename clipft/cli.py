@@ -14,10 +14,11 @@ from tqdm.auto import tqdm
 from .training.config import ConfigError
 from .catalogue import CatalogueError
 from .models import ModelLoadError
+from .labeller import LabellerError
 from .prompts import PromptFileError
 
 INPUT_NAMES = {"image": "their photos", "text": "their titles", "fusion": "photo + title"}
-USER_ERRORS = (PromptFileError, CatalogueError, ModelLoadError, ConfigError, FileNotFoundError)
+USER_ERRORS = (PromptFileError, CatalogueError, ModelLoadError, ConfigError, LabellerError, FileNotFoundError)
 
 
 @contextlib.contextmanager
@@ -153,6 +154,57 @@ def zeroshot(prompt_files, data, image_column, id_column, image_dir, limit, skip
     if metrics:
         click.echo(summary_table(metrics))
     click.echo(f"results in {out}")
+
+
+@cli.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
+              help="A finished finetune or probe run folder (it holds labeller.json).")
+@catalogue_options
+@click.option("--title-column", default=None, help="Column with product titles (default: the run's, when the CSV has it).")
+@click.option("--attributes", default=None, help="Comma-separated attributes to label (default: all the run labels).")
+@click.option("--target-precision", default=None, type=click.FloatRange(0, 1, min_open=True),
+              help="Auto-accept a label when its calibrated confidence reaches the threshold at which the run's "
+              "validation split reached this precision (default: the run's, 0.95).")
+@click.option("--chunk-size", default=100_000, show_default=True, type=click.IntRange(min=1),
+              help="Rows read, labelled and written at a time.")
+@click.option("--image-url-prefix", default="", help="Prefix for image paths in the Label Studio tasks "
+              "(e.g. /data/local-files/?d= for Label Studio's local file serving).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder for predictions.csv, review.csv, review_labelstudio.json and metrics.json.")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, ... ('auto': cuda if available).")
+def predict(run_dir, data, image_column, id_column, image_dir, limit, skip_bad, batch_size, workers, cache_dir, seed,
+            title_column, attributes, target_precision, chunk_size, image_url_prefix, out, device) -> None:
+    """Label a catalogue with a trained run, scored exactly as the run scored its test split.
+
+    Each label gets a calibrated probability and a status: auto (its confidence reaches the
+    threshold chosen on the run's validation split for the target precision) or review.
+    review.csv lists what a person should check, most uncertain first, and
+    review_labelstudio.json is the same queue as Label Studio tasks with the model's
+    pre-annotations. Where the catalogue has label columns, metrics.json reports coverage and
+    accuracy of the auto-labelled part, and risk_coverage.png plots one against the other.
+    """
+    from .commands.predict import run_predict
+    from .commands.zeroshot import CatalogueSource
+
+    source = CatalogueSource(data, image_column, id_column, title_column, image_dir, limit, seed, chunk_size)
+    wanted = [a.strip() for a in attributes.split(",") if a.strip()] if attributes else None
+    with user_errors():
+        totals = run_predict(run_dir, source, out, wanted, target_precision, skip_bad, batch_size, workers, cache_dir,
+                             device, image_url_prefix)
+    if totals is None:
+        return
+    click.echo(f"labelled {totals.scored} of {totals.rows} products ({totals.encoded} photos encoded, the rest from "
+               f"the cache); skipped {totals.skipped}; {totals.review} label(s) sent to review")
+    if totals.metrics:
+        click.echo(pd_table(totals.metrics))
+    click.echo(f"results in {out}")
+
+
+def pd_table(metrics: dict) -> str:
+    import pandas as pd
+
+    frame = pd.DataFrame(metrics).T[["n", "accuracy", "coverage", "auto_accuracy", "threshold"]]
+    return frame.to_string(float_format=lambda v: f"{v:.3f}")
 
 
 def print_comparison(comparison) -> None:

@@ -102,3 +102,16 @@ class ProductFeatures:
 
     def __call__(self, rows, drop: np.ndarray | None = None) -> torch.Tensor:
         return combine(self.parts(rows, drop), self.inputs, self.weight)
+
+
+def batched_parts(features: ProductFeatures, rows: np.ndarray, batch_size: int) -> ProductParts:
+    """``features.parts(rows)`` computed ``batch_size`` rows at a time, on the CPU in float32."""
+    chunks = [features.parts(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
+
+    def cat(name):
+        values = [getattr(c, name) for c in chunks]
+        return None if values[0] is None else torch.cat(values).cpu()
+
+    image, title = cat("image"), cat("title")
+    return ProductParts(None if image is None else image.float(), None if title is None else title.float(),
+                        cat("has_title"))

@@ -25,6 +25,14 @@ class FrozenEncoder(nn.Module):
         return self.visual(x)
 
 
+def image_trunk_and_head(model) -> tuple[nn.Module, nn.Module]:
+    """The image tower as (trunk, projection head) where it has them (timm towers such as
+    lite0-minilm's), else (the whole tower, identity): the trunk's output is what the cache keeps."""
+    visual = model.visual
+    trunk, head = getattr(visual, "trunk", None), getattr(visual, "head", None)
+    return (trunk, head) if trunk is not None and head is not None else (visual, nn.Identity())
+
+
 def frozen_split(model) -> tuple[nn.Module, nn.Module] | None:
     """(frozen part, trainable head) of a locked image tower, or None when nothing before the
     head is entirely frozen (a partly unlocked tower must run on images)."""

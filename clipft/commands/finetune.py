@@ -13,6 +13,7 @@ import pandas as pd
 from ..catalogue import CatalogueError
 from ..distributed import current_world
 from ..fileio import atomic_write, write_json
+from ..labeller import Head
 from ..metrics import majority_class_metrics
 from ..models import train_preprocess
 from ..reporting.plots import plot_training_curves
@@ -23,6 +24,7 @@ from ..training.loop import fit
 from ..training.tasks import Task, attribute_task, swap_vocabulary, title_task
 from ..training.weights import wise_ft
 from .prepare import PreparedRun, prepare_run
+from .save_labeller import save_labeller
 
 COMPARISON_COLUMNS = ["attribute", "model", "alpha", "titles", "accuracy", "macro_f1", "n", "title_weight"]
 
@@ -137,6 +139,19 @@ def majority_rows(score: RunScorer, specs) -> list[dict]:
     return rows
 
 
+def save_run_labeller(run: PreparedRun, out: Path, score: RunScorer, chosen: Candidate, weights: dict) -> None:
+    """The chosen model (the last candidate: WiSE-FT where it joined, else the fine-tuned or
+    aligned model) as a labeller, each attribute scored with the captions and title weight
+    the test comparison used."""
+    run.model.load_state_dict(chosen.state)
+    heads = {s.attribute: Head(s, chosen.captions, weights.get(s.attribute, run.cfg.title_weight)) for s in run.specs}
+    save_labeller(out, "finetune", run.model, score.text_fn, heads, score.features, score.targets["val"],
+                  run.cfg.eval_batch_size,
+                  {"model": run.cfg.model, "title_column": run.catalogue.title_column,
+                   "reproduces": {"file": "comparison.csv", "model": chosen.model, "alpha": chosen.alpha,
+                                  "titles": "present"}})
+
+
 def _write_results(run: PreparedRun, out: Path, result, tasks, wise, comparison, best_alpha, chosen) -> dict:
     with atomic_write(out / "wise_ft.csv") as f:
         wise.to_csv(f, index=False)
@@ -173,7 +188,9 @@ def run_finetune(cfg: FinetuneCfg, out_dir: str | Path, progress: bool = True) -
         return None
     best = load_weights(out / "best.pt")
     wise, best_alpha = wise_ft_scan(run, score, best)
-    test_rows, chosen = compare_on_test(run, score, candidates(run, best, best_alpha))
+    models = candidates(run, best, best_alpha)
+    test_rows, chosen = compare_on_test(run, score, models)
+    save_run_labeller(run, out, score, models[-1], chosen[models[-1].model])
     run.model.load_state_dict(best)
     comparison = pd.DataFrame(test_rows + majority_rows(score, run.specs), columns=COMPARISON_COLUMNS)
     comparison = comparison.sort_values(["attribute", "model"], kind="stable").reset_index(drop=True)

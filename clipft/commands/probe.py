@@ -12,12 +12,15 @@ import pandas as pd
 
 from ..fileio import atomic_write
 from ..metrics import classification_metrics
-from ..probe import CLASSIFIERS, fit_probe, probe_features
+from ..labeller import Head
+from ..probe import CLASSIFIERS, fit_probe, make_classifier, probe_features
 from ..training.config import FinetuneCfg
 from ..training.tasks import attribute_task
 from .prepare import PreparedRun, prepare_run
+from .save_labeller import save_labeller
 
 DEFAULT_INPUTS = ("image",)
+CLASSIFIER_NAMES = {type(make_classifier(kind, values[0])).__name__: kind for kind, (_, values) in CLASSIFIERS.items()}
 
 
 def frozen_config(cfg: FinetuneCfg, inputs) -> FinetuneCfg:
@@ -26,28 +29,31 @@ def frozen_config(cfg: FinetuneCfg, inputs) -> FinetuneCfg:
                                inputs="image" if tuple(inputs) == ("image",) else "fusion")
 
 
-def probe_attribute(run: PreparedRun, spec, variants: dict, targets, classifiers, inputs) -> list[dict]:
-    """Every classifier on every input kind for one attribute, scored on the test split."""
+def probe_attribute(run: PreparedRun, spec, variants: dict, targets, classifiers, inputs) -> tuple[list[dict], object]:
+    """Every classifier on every input kind for one attribute, scored on the test split; and the
+    classifier on the first input kind that is best on validation (the labeller's)."""
     cfg = run.cfg
     task = attribute_task(spec, run.catalogue.frame[spec.column], run.rows["train"], False, cfg.shots, cfg.seed)
     if not len(task.rows) or len(np.unique(task.labels)) < 2:
-        return []
+        return [], None
     val_rows, val_labels = targets["val"].rows[spec.attribute], targets["val"].labels[spec.attribute]
     test_rows, test_labels = targets["test"].rows[spec.attribute], targets["test"].labels[spec.attribute]
-    results = []
+    results, chosen = [], None
     for kind in inputs:
         X_train, X_val = probe_features(variants["present"], task.rows, kind), probe_features(variants["present"], val_rows, kind)
         for name in classifiers:
             started = time.perf_counter()
             clf, value, val_accuracy = fit_probe(name, X_train, task.labels, X_val, val_labels, cfg.seed)
             seconds = time.perf_counter() - started
+            if kind == inputs[0] and (chosen is None or val_accuracy > chosen[0]):
+                chosen = (val_accuracy, clf)
             for titles, features in variants.items():
                 metrics = classification_metrics(test_labels, clf.predict(probe_features(features, test_rows, kind)))
                 results.append({"attribute": spec.attribute, "classifier": name, "inputs": kind, "titles": titles,
                                 "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "n": metrics["n"],
                                 "parameter": f"{CLASSIFIERS[name][0]}={value:g}", "val_accuracy": val_accuracy,
                                 "train_examples": len(task.rows), "seconds": round(seconds, 2)})
-    return results
+    return results, chosen[1]
 
 
 def run_probe(cfg: FinetuneCfg, out_dir: str | Path, classifiers=("logistic",), inputs=DEFAULT_INPUTS,
@@ -60,11 +66,24 @@ def run_probe(cfg: FinetuneCfg, out_dir: str | Path, classifiers=("logistic",), 
     product = run.product_features(run.text_fn())
     variants = {"present": product, "removed": product.without_titles()}
     targets = run.targets()
-    results = []
+    results, heads = [], {}
     for spec in run.specs:
         if spec.column in run.catalogue.frame.columns:
-            results += probe_attribute(run, spec, variants, targets, classifiers, inputs)
+            rows, clf = probe_attribute(run, spec, variants, targets, classifiers, inputs)
+            results += rows
+            if clf is not None:
+                heads[spec.attribute] = Head(spec, classifier=clf)
     table = pd.DataFrame(results)
     with atomic_write(out / "probe.csv") as f:
         table.to_csv(f, index=False)
+    if heads:
+        save_probe_labeller(run, out, heads, dataclasses.replace(product, inputs=inputs[0]), targets["val"])
     return table
+
+
+def save_probe_labeller(run: PreparedRun, out: Path, heads: dict, features, val) -> None:
+    """Per attribute, the classifier best on validation on the first input kind, as a labeller."""
+    reproduces = {"file": "probe.csv", "inputs": features.inputs, "titles": "present",
+                  "classifiers": {a: CLASSIFIER_NAMES[type(h.classifier).__name__] for a, h in heads.items()}}
+    save_labeller(out, "probe", run.model, features.text_fn, heads, features, val, run.cfg.eval_batch_size,
+                  {"model": run.cfg.model, "title_column": run.catalogue.title_column, "reproduces": reproduces})

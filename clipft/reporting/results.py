@@ -17,7 +17,7 @@ from ..zeroshot import ScoredCatalogue
 TOP_K = 3
 
 
-def _top_k(proba: np.ndarray, classes, k: int = TOP_K) -> list[str]:
+def top_k(proba: np.ndarray, classes, k: int = TOP_K) -> list[str]:
     order = np.argsort(-proba, axis=1)[:, :k]
     return [";".join(f"{classes[j]}:{row[j]:.3f}" for j in idx) for row, idx in zip(proba, order)]
 
@@ -32,7 +32,7 @@ def predictions_frame(scored: ScoredCatalogue) -> pd.DataFrame:
         best = proba.argmax(axis=1) if len(proba) else np.zeros(0, dtype=int)
         columns[spec.attribute] = [spec.classes[j] for j in best]
         columns[f"{spec.attribute}_prob"] = np.round(proba[np.arange(len(best)), best], 4)
-        columns[f"{spec.attribute}_top{TOP_K}"] = _top_k(proba, spec.classes)
+        columns[f"{spec.attribute}_top{TOP_K}"] = top_k(proba, spec.classes)
     return pd.DataFrame(columns)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from sklearn.metrics import log_loss
 
-from ..fusion import WEIGHT_GRID, ProductFeatures, ProductParts, combine
+from ..fusion import WEIGHT_GRID, ProductFeatures, batched_parts, combine
 from ..losses import CaptionContrastiveLoss, caption_ids
 from ..metrics import check_labels, classification_metrics
 from ..prompts import PromptSpec
@@ -36,18 +36,6 @@ def split_targets(frame, specs: list[PromptSpec], titles: list[str | None], rows
     with_title = np.array([titles[r] is not None for r in rows], dtype=bool)
     title_rows = rows[with_title]
     return SplitTargets(per_rows, per_labels, title_rows, np.array([titles[r] for r in title_rows], dtype=object))
-
-
-def _parts(features: ProductFeatures, rows: np.ndarray, batch_size: int) -> ProductParts:
-    chunks = [features.parts(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
-
-    def cat(name):
-        values = [getattr(c, name) for c in chunks]
-        return None if values[0] is None else torch.cat(values).cpu()
-
-    image, title = cat("image"), cat("title")
-    return ProductParts(None if image is None else image.float(), None if title is None else title.float(),
-                        cat("has_title"))
 
 
 def _scores(clf: ZeroShotClassifier, embeddings: torch.Tensor, labels: np.ndarray) -> dict:
@@ -93,7 +81,7 @@ def evaluate(model, features: ProductFeatures, text_fn, specs: list[PromptSpec],
         if not len(rows):
             continue
         clf = ZeroShotClassifier(model, None, spec.bare() if captions == "label" else spec, text_fn=text_fn).fit()
-        parts = _parts(features, rows, batch_size)
+        parts = batched_parts(features, rows, batch_size)
         if features.inputs != "fusion":
             candidates = [features.weight]
         else:

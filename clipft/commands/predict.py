@@ -1,0 +1,106 @@
+"""``clipft predict``: label a catalogue with a finished run (:mod:`clipft.labeller`), chunk by
+chunk, and say which labels can be trusted (auto) and which a person should check (review)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ..catalogue import CatalogueError, validate_catalogue
+from ..distributed import init_distributed
+from ..fileio import atomic_write, write_json
+from ..fusion import scored_on
+from ..labeller import Labeller, LabellerError
+from ..models import resolve_device
+from ..reporting.results import skipped_frame
+from ..reporting.review import ReviewResults, predicted_frame, review_frame, write_review_outputs
+from .zeroshot import CatalogueSource
+
+
+@dataclass
+class PredictTotals:
+    rows: int = 0
+    scored: int = 0
+    skipped: int = 0
+    encoded: int = 0
+    review: int = 0  # (product, attribute) pairs sent to review
+    metrics: dict | None = None
+
+
+def load_labeller(run: str | Path, device: str, cache_dir, attributes=None, target_precision=None) -> Labeller:
+    """The run's labeller, limited to ``attributes`` and re-thresholded at ``target_precision``."""
+    labeller = Labeller.load(run, resolve_device(device), cache_dir)
+    if attributes:
+        unknown = [a for a in attributes if a not in labeller.heads]
+        if unknown:
+            raise LabellerError(f"--attributes: {', '.join(unknown)} not labelled by {run} "
+                                f"(it labels {', '.join(labeller.attributes)})")
+        labeller.heads = {a: labeller.heads[a] for a in attributes}
+    if target_precision is not None:
+        labeller.with_target_precision(target_precision)
+    return labeller
+
+
+def _title_column(source: CatalogueSource, labeller: Labeller) -> str | None:
+    """The catalogue's title column: as given, else the one the run was trained with when the file has it."""
+    if source.title_column is not None or labeller.inputs == "image":
+        return source.title_column
+    header = pd.read_csv(source.data, nrows=0).columns
+    return labeller.title_column if labeller.title_column in header else None
+
+
+def _predict_chunks(labeller: Labeller, source: CatalogueSource, out: Path, skip_bad: bool, batch_size: int,
+                    workers: int, main: bool, progress: bool):
+    """Write predictions.csv chunk by chunk; returns the totals, review queue parts, labelled results and skipped rows."""
+    totals, results, review, skipped = PredictTotals(), ReviewResults(labeller.heads), [], []
+    with atomic_write(out / "predictions.csv") as f:
+        for chunk in tqdm(source.chunks(), unit="chunk", desc="Labelling chunks", disable=not progress or not main):
+            features, rows, bad, encoded = labeller.catalogue_features(chunk, skip_bad, batch_size, workers, progress)
+            totals.rows, totals.encoded = totals.rows + len(chunk), totals.encoded + encoded
+            if not main or not len(rows):
+                continue
+            predicted = predicted_frame(chunk, rows, labeller.proba_from_logits(labeller.logits(features, rows)),
+                                        labeller.heads)
+            predicted.insert(1, "scored_on", scored_on(features.titles[rows], labeller.inputs))
+            predicted.to_csv(f, index=False, header=totals.scored == 0)
+            totals.scored += len(rows)
+            results.add(chunk, rows, predicted)
+            review.append(review_frame(chunk, rows, predicted, labeller.heads))
+            if bad:
+                skipped.append(skipped_frame(chunk, bad))
+    return totals, results, review, skipped
+
+
+def run_predict(run: str | Path, source: CatalogueSource, out: str | Path, attributes=None,
+                target_precision: float | None = None, skip_bad: bool = False, batch_size: int = 64, workers: int = 0,
+                cache_dir=None, device: str = "auto", image_url_prefix: str = "", progress: bool = True) -> PredictTotals | None:
+    """Label every product of ``source`` with the run's labeller; rank 0 writes (others return None)."""
+    started, out = time.perf_counter(), Path(out)
+    world, device = init_distributed(resolve_device(device))
+    labeller = load_labeller(run, device, cache_dir, attributes, target_precision)
+    source.title_column = _title_column(source, labeller)
+    summary = validate_catalogue(source.chunks(), skip_bad)  # missing photos stop the run here, before any work
+    if summary.rows == 0:
+        raise CatalogueError(f"{source.data}: catalogue has no rows")
+    out.mkdir(parents=True, exist_ok=True)
+    totals, results, review, skipped = _predict_chunks(labeller, source, out, skip_bad, batch_size, workers,
+                                                       world.main, progress)
+    if not world.main:
+        return None
+    queue = pd.concat(review, ignore_index=True) if review else pd.DataFrame()
+    write_review_outputs(out, queue, labeller.heads, str(run), image_url_prefix)
+    totals.review, totals.skipped = len(queue), sum(len(s) for s in skipped)
+    if skipped:
+        with atomic_write(out / "skipped.csv") as f:
+            pd.concat(skipped, ignore_index=True).to_csv(f, index=False)
+    totals.metrics = results.metrics()
+    calibration = {a: h.calibration.to_dict() for a, h in labeller.heads.items()}
+    write_json(out / "metrics.json", {"run": {"command": "predict", "labeller": str(run), "data": str(source.data),
+                                              "seconds": round(time.perf_counter() - started, 2)},
+                                      "calibration": calibration, "attributes": totals.metrics})
+    if totals.metrics:
+        results.plot(out / "risk_coverage.png")
+    return totals
