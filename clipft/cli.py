@@ -200,6 +200,57 @@ def predict(run_dir, data, image_column, id_column, image_dir, limit, skip_bad, 
     click.echo(f"results in {out}")
 
 
+@cli.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
+              help="A finished finetune or probe run folder (it holds labeller.json).")
+@catalogue_options
+@click.option("--title-column", default=None, help="Column with product titles (default: the run's, when the CSV has it).")
+@click.option("--attributes", default=None, help="Comma-separated attributes to audit (default: all the run labels).")
+@click.option("--folds", default=5, show_default=True, type=click.IntRange(min=2),
+              help="Cross-validation folds for the out-of-sample probabilities.")
+@click.option("--top", default=24, show_default=True, type=click.IntRange(min=1), help="Suspects shown per contact sheet.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder for label_issues.csv, suspects_<attribute>.png and summary.json.")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, ... ('auto': cuda if available).")
+def audit(run_dir, data, image_column, id_column, image_dir, limit, skip_bad, batch_size, workers, cache_dir, seed,
+          title_column, attributes, folds, top, out, device) -> None:
+    """Find catalogue labels that a trained run confidently contradicts.
+
+    Every labelled product gets out-of-sample class probabilities (a logistic regression on the
+    run's product features, cross-validated over the catalogue, so the run's own training rows
+    are never scored by a classifier that saw their labels); cleanlab's confident learning then
+    picks the likely label errors. label_issues.csv lists them, most suspicious first, with the
+    suggested value; suspects_<attribute>.png shows the top ones.
+    """
+    from .commands.audit import run_audit
+    from .commands.zeroshot import CatalogueSource
+
+    source = CatalogueSource(data, image_column, id_column, title_column, image_dir, limit, seed)
+    wanted = [a.strip() for a in attributes.split(",") if a.strip()] if attributes else None
+    with user_errors():
+        table, summary = run_audit(run_dir, source, out, wanted, folds, skip_bad, batch_size, workers, cache_dir, device, top)
+    for name, counts in summary.items():
+        click.echo(f"{name}: {counts.get('issues', 0)} suspect label(s) among {counts['audited']} products")
+    click.echo(f"results in {out}/label_issues.csv")
+
+
+@cli.command("import-labels")
+@click.option("--labelstudio", "export", required=True, type=click.Path(dir_okay=False),
+              help="Label Studio JSON export of the review tasks (from review_labelstudio.json).")
+@click.option("--data", required=True, type=click.Path(dir_okay=False), help="The catalogue CSV the tasks came from.")
+@click.option("--id-column", default="id", show_default=True, help="Column with product ids.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="Corrected catalogue CSV (and <out>.changes.csv listing every change).")
+def import_labels(export, data, id_column, out) -> None:
+    """Apply the labels people gave in Label Studio to the catalogue: the corrected CSV can be
+    fine-tuned on again (clipft finetune --set data=...)."""
+    from .commands.import_labels import apply_label_studio_export
+
+    with user_errors():
+        changes = apply_label_studio_export(export, data, out, id_column)
+    click.echo(f"{len(changes)} label(s) changed; corrected catalogue in {out}")
+
+
 def pd_table(metrics: dict) -> str:
     import pandas as pd
 

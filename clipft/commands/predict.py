@@ -44,7 +44,7 @@ def load_labeller(run: str | Path, device: str, cache_dir, attributes=None, targ
     return labeller
 
 
-def _title_column(source: CatalogueSource, labeller: Labeller) -> str | None:
+def title_column_for(source: CatalogueSource, labeller: Labeller) -> str | None:
     """The catalogue's title column: as given, else the one the run was trained with when the file has it."""
     if source.title_column is not None or labeller.inputs == "image":
         return source.title_column
@@ -81,7 +81,7 @@ def run_predict(run: str | Path, source: CatalogueSource, out: str | Path, attri
     started, out = time.perf_counter(), Path(out)
     world, device = init_distributed(resolve_device(device))
     labeller = load_labeller(run, device, cache_dir, attributes, target_precision)
-    source.title_column = _title_column(source, labeller)
+    source.title_column = title_column_for(source, labeller)
     summary = validate_catalogue(source.chunks(), skip_bad)  # missing photos stop the run here, before any work
     if summary.rows == 0:
         raise CatalogueError(f"{source.data}: catalogue has no rows")

@@ -89,3 +89,21 @@ def plot_learning_curve(curve, attribute: str, path: str | os.PathLike) -> None:
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{attribute}: mean over seeds, band from worst to best seed")
     save_figure(fig, path)
+
+
+def plot_contact_sheet(paths, captions, title: str, path: str | os.PathLike, columns: int = 6) -> None:
+    """Thumbnails of photos with a caption under each (e.g. the top label suspects)."""
+    from PIL import Image
+
+    n = max(len(paths), 1)
+    rows = -(-n // columns)
+    fig, axes = subplots(rows, columns, figsize=(2.2 * columns, 2.6 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, image_path, caption in zip(axes.ravel(), paths, captions):
+        with Image.open(image_path) as img:
+            img.thumbnail((160, 160))
+            ax.imshow(img.convert("RGB"))
+        ax.set_title(caption, fontsize=7)
+    fig.suptitle(title)
+    save_figure(fig, path)

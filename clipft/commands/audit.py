@@ -1,0 +1,58 @@
+"""``clipft audit``: the catalogue's existing labels that a trained run confidently contradicts
+(:mod:`clipft.audit`): label_issues.csv, a contact sheet of the top suspects, summary.json."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..audit import audit_features, label_issues
+from ..catalogue import load_catalogue
+from ..fileio import atomic_write, write_json
+from ..fusion import batched_parts
+from ..metrics import check_labels
+from ..reporting.plots import plot_contact_sheet
+from .predict import load_labeller, title_column_for
+from .zeroshot import CatalogueSource
+
+
+@torch.no_grad()
+def audit_attribute(labeller, name: str, catalogue, features, rows: np.ndarray, folds: int, seed: int):
+    head = labeller.heads[name]
+    labels = catalogue.frame[head.spec.column].to_numpy(dtype=object)[rows]
+    known = check_labels(labels, head.spec.classes).known
+    parts = batched_parts(features, rows[known], labeller.batch_size)
+    X = audit_features(head, parts, labeller.inputs)
+    issues, summary = label_issues(np.asarray(catalogue.ids, dtype=object)[rows[known]], labels[known].astype(str), X,
+                                   folds, seed)
+    return issues.assign(attribute=name, column=head.spec.column), summary
+
+
+def run_audit(run: str | Path, source: CatalogueSource, out: str | Path, attributes=None, folds: int = 5,
+              skip_bad: bool = False, batch_size: int = 64, workers: int = 0, cache_dir=None, device: str = "auto",
+              top: int = 24, progress: bool = True) -> tuple[pd.DataFrame, dict]:
+    """Audit every labelled attribute of the catalogue; writes label_issues.csv, suspects_<attribute>.png
+    and summary.json into ``out``."""
+    out = Path(out)
+    labeller = load_labeller(run, device, cache_dir, attributes)
+    catalogue = load_catalogue(source.data, source.image_column, source.id_column, title_column_for(source, labeller),
+                               source.image_dir, source.limit, source.seed)
+    features, rows, _, _ = labeller.catalogue_features(catalogue, skip_bad, batch_size, workers, progress)
+    tables, summary = [], {}
+    for name, head in labeller.heads.items():
+        if head.spec.column not in catalogue.frame.columns:
+            continue
+        issues, summary[name] = audit_attribute(labeller, name, catalogue, features, rows, folds, source.seed)
+        tables.append(issues)
+        paths = dict(zip(catalogue.ids, catalogue.image_paths))
+        plot_contact_sheet([paths[i] for i in issues["id"][:top]],
+                           [f"{g} -> {s} ({c:.2f})" for g, s, c in zip(issues["given"], issues["suggested"], issues["confidence"])][:top],
+                           f"{name}: top suspects (given -> suggested)", out / f"suspects_{name}.png")
+    columns = ["id", "attribute", "column", "given", "suggested", "confidence", "given_probability", "rank"]
+    table = pd.concat(tables, ignore_index=True)[columns] if tables else pd.DataFrame(columns=columns)
+    with atomic_write(out / "label_issues.csv") as f:
+        table.to_csv(f, index=False)
+    write_json(out / "summary.json", {"run": str(run), "data": str(source.data), "folds": folds, "attributes": summary})
+    return table, summary
