@@ -72,6 +72,21 @@ def catalogue_options(func):
     return functools.reduce(lambda f, opt: opt(f), reversed(options), func)
 
 
+def labeller_options(func):
+    """A trained run and the catalogue it labels, shared by predict and audit."""
+    options = [
+        click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
+                     help="A finished finetune or probe run folder (it holds labeller.json)."),
+        catalogue_options,
+        click.option("--title-column", default=None,
+                     help="Column with product titles (default: the run's, when the CSV has it)."),
+        click.option("--attributes", default=None, callback=lambda ctx, param, value: (
+            [a.strip() for a in value.split(",") if a.strip()] if value else None),
+            help="Comma-separated attributes (default: every attribute the run labels)."),
+    ]
+    return functools.reduce(lambda f, opt: opt(f), reversed(options), func)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="clipft")
 @click.option("-v", "--verbose", is_flag=True, help="Show library log messages.")
@@ -157,11 +172,7 @@ def zeroshot(prompt_files, data, image_column, id_column, image_dir, limit, skip
 
 
 @cli.command()
-@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
-              help="A finished finetune or probe run folder (it holds labeller.json).")
-@catalogue_options
-@click.option("--title-column", default=None, help="Column with product titles (default: the run's, when the CSV has it).")
-@click.option("--attributes", default=None, help="Comma-separated attributes to label (default: all the run labels).")
+@labeller_options
 @click.option("--target-precision", default=None, type=click.FloatRange(0, 1, min_open=True),
               help="Auto-accept a label when its calibrated confidence reaches the threshold at which the run's "
               "validation split reached this precision (default: the run's, 0.95).")
@@ -185,27 +196,23 @@ def predict(run_dir, data, image_column, id_column, image_dir, limit, skip_bad, 
     """
     from .commands.predict import run_predict
     from .commands.zeroshot import CatalogueSource
+    from .reporting.tables import review_table
 
     source = CatalogueSource(data, image_column, id_column, title_column, image_dir, limit, seed, chunk_size)
-    wanted = [a.strip() for a in attributes.split(",") if a.strip()] if attributes else None
     with user_errors():
-        totals = run_predict(run_dir, source, out, wanted, target_precision, skip_bad, batch_size, workers, cache_dir,
+        totals = run_predict(run_dir, source, out, attributes, target_precision, skip_bad, batch_size, workers, cache_dir,
                              device, image_url_prefix)
     if totals is None:
         return
     click.echo(f"labelled {totals.scored} of {totals.rows} products ({totals.encoded} photos encoded, the rest from "
                f"the cache); skipped {totals.skipped}; {totals.review} label(s) sent to review")
     if totals.metrics:
-        click.echo(pd_table(totals.metrics))
+        click.echo(review_table(totals.metrics))
     click.echo(f"results in {out}")
 
 
 @cli.command()
-@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
-              help="A finished finetune or probe run folder (it holds labeller.json).")
-@catalogue_options
-@click.option("--title-column", default=None, help="Column with product titles (default: the run's, when the CSV has it).")
-@click.option("--attributes", default=None, help="Comma-separated attributes to audit (default: all the run labels).")
+@labeller_options
 @click.option("--folds", default=5, show_default=True, type=click.IntRange(min=2),
               help="Cross-validation folds for the out-of-sample probabilities.")
 @click.option("--top", default=24, show_default=True, type=click.IntRange(min=1), help="Suspects shown per contact sheet.")
@@ -226,9 +233,8 @@ def audit(run_dir, data, image_column, id_column, image_dir, limit, skip_bad, ba
     from .commands.zeroshot import CatalogueSource
 
     source = CatalogueSource(data, image_column, id_column, title_column, image_dir, limit, seed)
-    wanted = [a.strip() for a in attributes.split(",") if a.strip()] if attributes else None
     with user_errors():
-        table, summary = run_audit(run_dir, source, out, wanted, folds, skip_bad, batch_size, workers, cache_dir, device, top)
+        table, summary = run_audit(run_dir, source, out, attributes, folds, skip_bad, batch_size, workers, cache_dir, device, top)
     for name, counts in summary.items():
         click.echo(f"{name}: {counts.get('issues', 0)} suspect label(s) among {counts['audited']} products")
     click.echo(f"results in {out}/label_issues.csv")
@@ -251,21 +257,10 @@ def import_labels(export, data, id_column, out) -> None:
     click.echo(f"{len(changes)} label(s) changed; corrected catalogue in {out}")
 
 
-def pd_table(metrics: dict) -> str:
-    import pandas as pd
-
-    frame = pd.DataFrame(metrics).T[["n", "accuracy", "coverage", "auto_accuracy", "threshold"]]
-    return frame.to_string(float_format=lambda v: f"{v:.3f}")
-
-
 def print_comparison(comparison) -> None:
-    from .reporting.tables import model_label
+    from .reporting.tables import comparison_text
 
-    comparison = comparison.assign(model=model_label(comparison)) if "titles" in comparison else comparison
-    models = list(dict.fromkeys(comparison["model"]))
-    for metric in ("accuracy", "macro_f1"):
-        table = comparison.pivot_table(index="attribute", columns="model", values=metric, sort=False, dropna=False).reindex(columns=models)
-        click.echo(f"{metric}:\n" + table.to_string(float_format=lambda v: f"{v:.3f}", na_rep="-"))
+    click.echo(comparison_text(comparison))
 
 
 def _finetune(config, overrides, out, quiet) -> None:
@@ -397,13 +392,17 @@ def demo(out, n, shots, prompts_dir, cache_dir, seed, quiet) -> None:
     """Offline end to end: draw a catalogue, align lite0-minilm on its titles, score the test
     split zero-shot, fine-tune on a few labels per class, and compare (table + plots)."""
     from .commands.demo import run_demo
+    from .reporting.tables import review_table
 
     start = time.perf_counter()
     with user_errors():
-        table = run_demo(out, prompts_dir, n=n, shots=shots, seed=seed, cache_dir=cache_dir, progress=not quiet)
+        table, review = run_demo(out, prompts_dir, n=n, shots=shots, seed=seed, cache_dir=cache_dir, progress=not quiet)
     click.echo(f"\ntest split, {n} generated products ({time.perf_counter() - start:.0f}s):")
     print_comparison(table)
-    click.echo(f"tables and plots in {out}/ (comparison.png, align/, finetune/)")
+    click.echo(f"\nlabelling the {review.scored} held-out products with the fine-tuned run (clipft predict): "
+               f"{review.review} label(s) sent to review ({out}/predict/review.csv)")
+    click.echo(review_table(review.metrics))
+    click.echo(f"tables and plots in {out}/ (comparison.png, align/, finetune/, predict/)")
 
 
 def main() -> None:

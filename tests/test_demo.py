@@ -5,11 +5,15 @@ from conftest import REPO
 
 
 def test_demo_runs_end_to_end_on_a_tiny_model(tmp_path):
-    table = run_demo(tmp_path / "demo", REPO / "prompts", n=60, shots=2, seed=0, cache_dir=tmp_path / "cache",
+    table, review = run_demo(tmp_path / "demo", REPO / "prompts", n=60, shots=2, seed=0, cache_dir=tmp_path / "cache",
                      progress=False, model="clipft-tiny")
     assert set(table["attribute"]) == {"color", "sleeve", "lid"}
     assert {"zero-shot before alignment", "aligned zero-shot", "fine-tuned (2 labels/class)", "majority class"} <= set(table["model"])
     assert table["accuracy"].between(0, 1).all()
+    predictions = pd.read_csv(tmp_path / "demo" / "predict" / "predictions.csv")
+    assert len(predictions) == review.scored == (pd.read_csv(tmp_path / "demo" / "finetune" / "splits.csv")["split"] == "test").sum()
+    queue = pd.read_csv(tmp_path / "demo" / "predict" / "review.csv")
+    assert len(queue) == review.review == sum((predictions[f"{a}_status"] == "review").sum() for a in ("color", "sleeve", "lid"))
     for path in ("comparison.csv", "comparison.png", "align/best.pt", "finetune/best.pt", "finetune/curves.png"):
         assert (tmp_path / "demo" / path).is_file(), path
     align_splits = pd.read_csv(tmp_path / "demo" / "align" / "splits.csv")

@@ -3,7 +3,8 @@
 1. draw products (t-shirts, mugs, pans) with titles and labels;
 2. align the offline model ``lite0-minilm`` on photo-title pairs (captions = titles);
 3. score the held-out test split zero-shot with the aligned model;
-4. fine-tune on a few labels per class (bare-label captions) and compare.
+4. fine-tune on a few labels per class (bare-label captions) and compare;
+5. label the held-out products with the fine-tuned run and show the review queue.
 
 Fine-tuning reuses the alignment's group-aware split, so the test products are never trained on.
 """
@@ -17,6 +18,8 @@ import pandas as pd
 from ..training.config import FinetuneCfg
 from ..fileio import atomic_write
 from .finetune import run_finetune
+from .predict import run_predict
+from .zeroshot import CatalogueSource
 from ..reporting.plots import plot_comparison
 from ..reporting.tables import model_label
 from .sample_data import make_catalogue
@@ -49,8 +52,9 @@ def demo_table(aligned: pd.DataFrame, tuned: pd.DataFrame, shots: int) -> pd.Dat
 
 
 def run_demo(out_dir, prompts_dir, n: int = 600, shots: int = 8, seed: int = 0, cache_dir=None,
-             progress: bool = True, model: str = "lite0-minilm") -> pd.DataFrame:
-    """Run the demo into ``out_dir``; return the test-split table (attribute x model)."""
+             progress: bool = True, model: str = "lite0-minilm"):
+    """Run the demo into ``out_dir``; return the test-split table (attribute x model) and the
+    totals of labelling the held-out products with the fine-tuned run (``clipft predict``)."""
     out = Path(out_dir)
     data = make_catalogue(out / "catalogue", n=n, size=128, seed=seed)
     align_cfg, finetune_cfg = demo_configs(data, Path(prompts_dir), seed, shots, cache_dir, model)
@@ -63,4 +67,16 @@ def run_demo(out_dir, prompts_dir, n: int = 600, shots: int = 8, seed: int = 0, 
     with atomic_write(out / "comparison.csv") as f:
         table.to_csv(f, index=False)
     plot_comparison(table, out / "comparison.png", title=f"Demo: test split of {n} generated products")
-    return table
+    review = run_predict(out / "finetune", CatalogueSource(str(held_out(data, out / "finetune" / "splits.csv"))),
+                         out / "predict", cache_dir=cache_dir, progress=progress)
+    return table, review
+
+
+def held_out(data: Path, splits: Path) -> Path:
+    """The test products of the catalogue, as a CSV beside it (so image paths still resolve)."""
+    frame = pd.read_csv(data, dtype=str)
+    test = pd.read_csv(splits, dtype=str).query("split == 'test'")["id"]
+    path = data.with_name("held_out.csv")
+    with atomic_write(path) as f:
+        frame[frame["id"].isin(test)].to_csv(f, index=False)
+    return path

@@ -41,6 +41,26 @@ def summary_table(metrics: dict) -> str:
     return pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}")
 
 
+def comparison_text(comparison: pd.DataFrame) -> str:
+    """Accuracy and macro-F1 tables of a test comparison, attributes by models, for the terminal."""
+    comparison = comparison.assign(model=model_label(comparison)) if "titles" in comparison else comparison
+    models = list(dict.fromkeys(comparison["model"]))
+    blocks = []
+    for metric in ("accuracy", "macro_f1"):
+        table = comparison.pivot_table(index="attribute", columns="model", values=metric, sort=False,
+                                       dropna=False).reindex(columns=models)
+        blocks.append(f"{metric}:\n" + table.to_string(float_format=lambda v: f"{v:.3f}", na_rep="-"))
+    return "\n".join(blocks)
+
+
+def review_table(metrics: dict) -> str:
+    """Per attribute: labelled products, accuracy, coverage and accuracy of the auto-labelled part, threshold."""
+    if not metrics:
+        return "(no label columns: coverage and accuracy need labels)"
+    frame = pd.DataFrame(metrics).T[["n", "accuracy", "coverage", "auto_accuracy", "threshold"]]
+    return frame.to_string(float_format=lambda v: f"{v:.3f}")
+
+
 def model_label(comparison: pd.DataFrame) -> pd.Series:
     """How a comparison row's model is shown: its name, the WiSE-FT alpha, and whether titles
     were removed (the table keeps them as columns)."""
