@@ -16,7 +16,7 @@ $(VENV)/bin/python:
 
 install: $(if $(VIRTUAL_ENV),,$(VENV)/bin/python)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 
 demo: install
 	$(PY) -m clipft demo --out demo --seed 0

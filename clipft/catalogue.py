@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 IMAGE_COLUMNS = ("image", "image_path", "path", "file", "filename")
 ID_COLUMNS = ("id",)
@@ -200,6 +200,19 @@ def bad_images_message(source: Path, bad: list[BadImage], show: int = 10) -> str
     )
 
 
+def to_rgb(img: Image.Image) -> Image.Image:
+    """A photo as the model should see it: turned as its EXIF orientation says, 16-bit grey
+    scaled to 8 bits (not clipped to white), transparency composited on white (product
+    cut-outs sit on a white page, not a black one)."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        img = Image.fromarray((np.asarray(img, dtype=np.float64) / 257).clip(0, 255).astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return img.convert("RGB")
+
+
 class ImageFiles(torch.utils.data.Dataset):
     """Decodes image files; a file that fails to decode yields ``None`` and the reason instead
     of raising, so that one corrupt photo never kills a long pass."""
@@ -214,7 +227,7 @@ class ImageFiles(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         try:
             with Image.open(self.paths[index]) as img:
-                return index, self.transform(img.convert("RGB")), None
+                return index, self.transform(to_rgb(img)), None
         except (OSError, ValueError, Image.DecompressionBombError) as err:
             return index, None, f"cannot decode image ({type(err).__name__}: {err})"
 

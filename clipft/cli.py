@@ -12,13 +12,15 @@ import click
 from tqdm.auto import tqdm
 
 from .training.config import ConfigError
+from .cache.store import CacheError
 from .catalogue import CatalogueError
 from .models import ModelLoadError
 from .labeller import LabellerError
 from .prompts import PromptFileError
 
 INPUT_NAMES = {"image": "their photos", "text": "their titles", "fusion": "photo + title"}
-USER_ERRORS = (PromptFileError, CatalogueError, ModelLoadError, ConfigError, LabellerError, FileNotFoundError)
+USER_ERRORS = (PromptFileError, CatalogueError, ModelLoadError, ConfigError, LabellerError, CacheError,
+               FileNotFoundError)
 
 
 @contextlib.contextmanager

@@ -31,7 +31,7 @@ from .cache.encoding import encode_catalogue
 from .cache.image_features import CachedImageFeatures, FrozenEncoder, image_trunk_and_head
 from .cache.text_features import text_features
 from .calibration import Calibration, calibrate
-from .catalogue import Catalogue
+from .catalogue import Catalogue, to_rgb
 from .fusion import ProductFeatures, ProductParts, batched_parts, combine
 from .models import load_model
 from .probe import classifier_logits, probe_matrix
@@ -180,7 +180,7 @@ class Labeller:
         titles = list(titles) if titles is not None else [None] * len(images)
 
         def image_fn(rows):
-            batch = torch.stack([self.preprocess(images[int(r)].convert("RGB")) for r in rows]).to(self.device)
+            batch = torch.stack([self.preprocess(to_rgb(images[int(r)])) for r in rows]).to(self.device)
             return self.model.encode_image(batch.to(memory_format=torch.channels_last))
 
         return ProductFeatures(image_fn if self.inputs != "text" else None, self.text_fn,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import pickle
 import os
 from pathlib import Path
 
@@ -65,6 +66,12 @@ def _resolve_pretrained(name: str, pretrained: str | None) -> str | None:
     raise ModelLoadError(f"--pretrained {pretrained!r} is neither a file nor a known tag for {name}. Tags: {known}")
 
 
+def _create(name: str, pretrained: str | None, device):
+    if name == OFFLINE_MODEL:
+        return create_lite0_minilm(pretrained, device=device)
+    return open_clip.create_model(name, pretrained=pretrained, device=device), open_clip.get_tokenizer(name)
+
+
 def load_model(
     name: str,
     pretrained: str | None = None,
@@ -78,20 +85,24 @@ def load_model(
     if name not in list_models():
         raise ModelLoadError(f"--model {name!r} is not a known architecture; see `clipft models`")
     pretrained = _resolve_pretrained(name, pretrained)
-    if name == OFFLINE_MODEL:
-        model, tokenizer = create_lite0_minilm(pretrained, device=device)
-    else:
-        try:
-            model = open_clip.create_model(name, pretrained=pretrained, device=device)
-        except RuntimeError as err:
-            if pretrained and not os.path.isfile(pretrained):
-                raise ModelLoadError(
-                    f"Could not download the OpenCLIP weights {name}/{pretrained}: {err}. "
-                    f"Without internet access use the offline model (--model {OFFLINE_MODEL}) "
-                    f"or a local checkpoint (--pretrained path/to/checkpoint.pt)."
-                ) from err
-            raise
-        tokenizer = open_clip.get_tokenizer(name)
+    try:
+        model, tokenizer = _create(name, pretrained, device)
+    except (RuntimeError, ValueError, KeyError, AttributeError, EOFError, pickle.UnpicklingError) as err:
+        if pretrained and os.path.isfile(pretrained):
+            raise ModelLoadError(f"--pretrained {pretrained}: not a checkpoint of {name} "
+                                 f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
+        if pretrained:
+            raise ModelLoadError(
+                f"Could not download the OpenCLIP weights {name}/{pretrained}: {err}. "
+                f"Without internet access use the offline model (--model {OFFLINE_MODEL}) "
+                f"or a local checkpoint (--pretrained path/to/checkpoint.pt)."
+            ) from err
+        raise
+    bad = next((name for name, tensor in model.state_dict().items()
+                if tensor.is_floating_point() and not torch.isfinite(tensor).all()), None)
+    if bad is not None:
+        raise ModelLoadError(f"--pretrained {pretrained}: weight {bad} is not finite (NaN or inf); "
+                             f"this checkpoint comes from a diverged run")
     model.eval()
     # Channels-last halves EfficientNet's time on CPU and costs the ViTs nothing.
     model.visual.to(memory_format=torch.channels_last)

@@ -50,9 +50,13 @@ def short_hash(*parts: str) -> str:
     return hashlib.blake2b("\n".join(parts).encode(), digest_size=12).hexdigest()
 
 
+# How photos are decoded (catalogue.to_rgb); a change here must not reuse embeddings of the old decoding.
+DECODING = "exif+alpha-on-white+16bit-scaled"
+
+
 def image_store(model, preprocess, cache_dir: str | os.PathLike | None) -> EmbeddingStore:
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return EmbeddingStore(root / "image" / short_hash(tower_fingerprint(model, "image"), repr(preprocess)))
+    return EmbeddingStore(root / "image" / short_hash(tower_fingerprint(model, "image"), repr(preprocess), DECODING))
 
 
 def tokenizer_id(tokenizer) -> str:

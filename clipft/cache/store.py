@@ -18,6 +18,10 @@ from ..fileio import atomic_write
 log = logging.getLogger(__name__)
 
 
+class CacheError(ValueError):
+    """An embedding cache that cannot be used; the message names the shard."""
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("CLIPFT_CACHE", Path.home() / ".cache" / "clipft"))
 
@@ -34,6 +38,7 @@ class EmbeddingStore:
         self.folder = Path(folder) if folder is not None else None
         self._rows: dict[str, tuple[int, int]] = {}
         self._shards: list[np.ndarray] = []
+        self._names: list[str] = []  # where each shard came from, for error messages
         self._load()
 
     def _load(self) -> None:
@@ -45,15 +50,16 @@ class EmbeddingStore:
                 emb = np.load(shard.with_name(shard.name.replace(".keys.npy", ".emb.npy")), mmap_mode="r")
                 if len(keys) != len(emb):
                     raise ValueError(f"{len(keys)} keys for {len(emb)} embeddings")
-            except (OSError, ValueError) as err:
+            except (OSError, ValueError, EOFError) as err:
                 # Atomic writes make this rare (a disk error, a hand edit); recomputing is safe.
                 log.warning("ignoring unreadable cache shard %s (%s); its entries will be recomputed", shard, err)
                 continue
-            self._append(keys.tolist(), emb)
+            self._append(keys.tolist(), emb, str(shard))
 
-    def _append(self, keys: list[str], emb: np.ndarray) -> None:
+    def _append(self, keys: list[str], emb: np.ndarray, name: str = "<memory>") -> None:
         shard = len(self._shards)
         self._shards.append(emb)
+        self._names.append(name)
         for row, key in enumerate(keys):
             self._rows[key] = (shard, row)
 
@@ -72,6 +78,9 @@ class EmbeddingStore:
         for shard in np.unique(where[:, 0]):
             mine = where[:, 0] == shard
             out[mine] = self._shards[shard][where[mine, 1]]
+            if not np.isfinite(out[mine]).all():
+                raise CacheError(f"{self._names[shard]}: cache shard holds non-finite embeddings; delete it and "
+                                 f"run again to recompute them")
         return out
 
     def add(self, keys: list[str], emb: np.ndarray) -> None:
@@ -80,10 +89,14 @@ class EmbeddingStore:
         emb = np.ascontiguousarray(emb, dtype=np.float32)
         if len(keys) != len(emb):
             raise ValueError(f"{len(keys)} keys for {len(emb)} embeddings")
+        if not np.isfinite(emb).all():
+            raise CacheError(f"refusing to cache non-finite embeddings (first key {keys[0]!r}): the model gives NaN or inf")
+        source = "<memory>"
         if self.folder is not None:
             name = f"shard-{time.time_ns():020d}-{os.getpid()}"
             with atomic_write(self.folder / f"{name}.emb.npy", "wb") as f:
                 np.save(f, emb)
-            with atomic_write(self.folder / f"{name}.keys.npy", "wb") as f:
+            source = str(self.folder / f"{name}.keys.npy")
+            with atomic_write(source, "wb") as f:
                 np.save(f, np.asarray(keys, dtype=str))
-        self._append(list(keys), emb)
+        self._append(list(keys), emb, source)

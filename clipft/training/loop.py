@@ -44,6 +44,10 @@ class FitResult:
     best_state: dict | None = None  # without an output folder: what changed at the best epoch
 
 
+class TrainingDiverged(ConfigError):
+    """A non-finite loss: the run stops, and best.pt and last.pt keep the last good weights."""
+
+
 class ContrastiveStep(nn.Module):
     """One training step's forward pass: this rank's product embeddings, the embeddings of the
     global batch's captions, and the logit scale. A module so that DistributedDataParallel can
@@ -127,6 +131,9 @@ class Trainer:
         image, text, logit_scale = self.runner(task.rows[batch[mine]], drop[mine], unique)
         image = gather_with_grad(image)  # in rank order: rank 0's share, then rank 1's, ...
         loss = self.loss_fn(image, text, ids[np.concatenate(shares)].to(self.device), logit_scale)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"training loss is {loss.item()} (the run diverged; try a lower lr, now "
+                                   f"{self.cfg.lr:g}); the last good checkpoint is kept")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip > 0:
@@ -160,6 +167,9 @@ class Trainer:
         """Score validation (rank 0, told to the others), log it; True when it is the best so far."""
         self.model.eval()
         val = broadcast_object(self.evaluate_fn() if self.world.main else None)
+        if not math.isfinite(val["loss"]):
+            raise TrainingDiverged(f"epoch {epoch}: validation loss is {val['loss']} (no validation rows, or the run "
+                                   f"diverged); the last good checkpoint is kept")
         row = {"epoch": epoch, "train_loss": row["train_loss"], "val_loss": val["loss"],
                "logit_scale": self.model.logit_scale.exp().item(), "lr": row["lr"], "seconds": row["seconds"]}
         for name, metrics in val.items():
