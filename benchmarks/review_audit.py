@@ -31,7 +31,7 @@ from clipft.commands.audit import run_audit
 from clipft.commands.finetune import run_finetune
 from clipft.commands.predict import run_predict
 from clipft.commands.probe import run_probe
-from clipft.commands.zeroshot import CatalogueSource
+from clipft.catalogue import CatalogueSource
 from clipft.fileio import atomic_write, write_json
 from clipft.prompts import load_prompt_spec
 from clipft.reporting.tables import markdown_table

@@ -16,6 +16,8 @@ import pandas as pd
 import torch
 from PIL import Image, ImageOps
 
+from .csvfile import CsvError, read_csv_frames, read_header
+
 IMAGE_COLUMNS = ("image", "image_path", "path", "file", "filename")
 ID_COLUMNS = ("id",)
 TITLE_COLUMNS = ("title", "productDisplayName", "name")
@@ -69,10 +71,23 @@ def _pick_column(frame: pd.DataFrame, wanted: str | None, candidates, what: str,
 def _read_error(source: Path, err: Exception) -> CatalogueError:
     if isinstance(err, FileNotFoundError):
         return CatalogueError(f"{source}: catalogue file not found")
+    if isinstance(err, UnicodeDecodeError):
+        return CatalogueError(f"{source}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8")
     return CatalogueError(f"{source}: cannot parse CSV: {err}")
 
 
-_READ_ERRORS = (FileNotFoundError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError)
+_READ_ERRORS = (FileNotFoundError, IsADirectoryError, pd.errors.ParserError, pd.errors.EmptyDataError,
+                UnicodeDecodeError, CsvError)
+
+
+def _frames(source: Path, chunk_rows: int | None, sep: str | None, skip_bad: bool,
+            title_column: str | None):
+    try:
+        yield from read_csv_frames(source, chunk_rows, sep, skip_bad, TITLE_COLUMNS + (title_column,))
+    except CsvError as err:
+        raise CatalogueError(str(err)) from None
+    except _READ_ERRORS as err:
+        raise _read_error(source, err) from None
 
 
 def load_catalogue(
@@ -83,22 +98,24 @@ def load_catalogue(
     image_dir: str | os.PathLike | None = None,
     limit: int | None = None,
     seed: int = 0,
+    sep: str | None = None,
+    skip_bad: bool = False,
 ) -> Catalogue:
     """Read a catalogue CSV and resolve its image paths; missing image files are listed in ``missing``.
 
-    ``limit`` keeps a reproducible random sample of that many rows (in catalogue order).
+    ``limit`` keeps a reproducible random sample of that many rows (in catalogue order);
+    ``sep`` defaults to the separator the header uses; ``skip_bad`` skips malformed lines.
     """
     source = Path(csv_path)
-    try:
-        frame = pd.read_csv(source, dtype=str)
-    except _READ_ERRORS as err:
-        raise _read_error(source, err) from None
+    frame = pd.concat(list(_frames(source, None, sep, skip_bad, title_column)))
     if frame.empty:
-        raise CatalogueError(f"{source}: catalogue has no rows")
+        raise CatalogueError(f"{source}: catalogue has no rows, only a header")
     if limit is not None and limit < len(frame):
         rows = np.sort(np.random.default_rng(seed).choice(len(frame), size=limit, replace=False))
         frame = frame.iloc[rows]
-    return catalogue_from_frame(frame, source, image_column, id_column, title_column, image_dir)
+    catalogue = catalogue_from_frame(frame, source, image_column, id_column, title_column, image_dir)
+    check_unique_ids(source, catalogue.ids, catalogue.lines)
+    return catalogue
 
 
 def iter_catalogue(
@@ -108,26 +125,38 @@ def iter_catalogue(
     id_column: str | None = None,
     title_column: str | None = None,
     image_dir: str | os.PathLike | None = None,
+    sep: str | None = None,
+    skip_bad: bool = False,
 ):
     """The catalogue as consecutive :class:`Catalogue` chunks of ``chunk_rows`` rows, read as
-    they are needed, for catalogues larger than memory. Row numbers, lines and ``missing``
-    are those of each chunk; ``source`` and CSV lines stay those of the whole file."""
+    they are needed, for catalogues larger than memory. Row numbers and ``missing`` are those
+    of each chunk; ``source`` and CSV lines stay those of the whole file."""
     source = Path(csv_path)
     empty = True
-    try:
-        for frame in pd.read_csv(source, dtype=str, chunksize=chunk_rows):
+    for frame in _frames(source, chunk_rows, sep, skip_bad, title_column):
+        if len(frame):
             empty = False
             yield catalogue_from_frame(frame, source, image_column, id_column, title_column, image_dir)
-    except _READ_ERRORS as err:
-        raise _read_error(source, err) from None
     if empty:
-        raise CatalogueError(f"{source}: catalogue has no rows")
+        raise CatalogueError(f"{source}: catalogue has no rows, only a header")
+
+
+def check_unique_ids(source: Path, ids: list[str], lines: list[int], show: int = 5) -> None:
+    """Stop when an id names two products: predictions, reviews and imported labels are keyed by it."""
+    frame = pd.DataFrame({"id": ids, "line": lines})
+    repeated = frame[frame.duplicated("id", keep=False)]
+    if repeated.empty:
+        return
+    groups = repeated.groupby("id", sort=False)["line"].apply(lambda ls: ", ".join(map(str, ls)))
+    listed = "; ".join(f"id {i} on lines {ls}" for i, ls in list(groups.items())[:show])
+    more = f"; ... and {len(groups) - show} more" if len(groups) > show else ""
+    raise CatalogueError(f"{source}: {len(groups)} id(s) appear more than once: {listed}{more}")
 
 
 def catalogue_from_frame(frame: pd.DataFrame, source: Path, image_column: str | None = None,
                          id_column: str | None = None, title_column: str | None = None,
                          image_dir: str | os.PathLike | None = None) -> Catalogue:
-    """A catalogue from rows of ``source`` (pandas index: 0-based data row of the file)."""
+    """A catalogue from rows of ``source`` (pandas index: the CSV line of each row)."""
     image_col = _pick_column(frame, image_column, IMAGE_COLUMNS, "image", source)
     id_col = _pick_column(frame, id_column, ID_COLUMNS, "id", source)
     title_col = _pick_column(frame, title_column, TITLE_COLUMNS, "title", source)
@@ -136,7 +165,7 @@ def catalogue_from_frame(frame: pd.DataFrame, source: Path, image_column: str | 
             f"{source}: no image column; name one with --image-column "
             f"(looked for {', '.join(IMAGE_COLUMNS + ID_COLUMNS)})"
         )
-    lines = (frame.index.to_numpy() + 2).tolist()  # pandas index = data row; +1 header, +1 one-based
+    lines = frame.index.tolist()
     frame = frame.reset_index(drop=True)
 
     base = source.parent
@@ -163,6 +192,41 @@ def catalogue_from_frame(frame: pd.DataFrame, source: Path, image_column: str | 
 
 
 @dataclass
+class CatalogueSource:
+    """How to read a catalogue: whole (a seeded ``limit`` sample) or in chunks of ``chunk_size`` rows."""
+
+    data: str
+    image_column: str | None = None
+    id_column: str | None = None
+    title_column: str | None = None
+    image_dir: str | None = None
+    limit: int | None = None
+    seed: int = 0
+    chunk_size: int = 100_000
+    sep: str | None = None
+    skip_bad: bool = False  # skip malformed lines (missing photos are skipped by the commands)
+
+    def load(self) -> Catalogue:
+        return load_catalogue(self.data, self.image_column, self.id_column, self.title_column, self.image_dir,
+                              self.limit, self.seed, self.sep, self.skip_bad)
+
+    def chunks(self):
+        # --limit samples the whole file, so it is read at once; otherwise chunk by chunk.
+        if self.limit is not None:
+            return [self.load()]
+        return iter_catalogue(self.data, self.chunk_size, self.image_column, self.id_column, self.title_column,
+                              self.image_dir, self.sep, self.skip_bad)
+
+    def header(self) -> list[str]:
+        try:
+            return read_header(Path(self.data), self.sep)
+        except CsvError as err:
+            raise CatalogueError(str(err)) from None
+        except _READ_ERRORS as err:
+            raise _read_error(Path(self.data), err) from None
+
+
+@dataclass
 class CatalogueSummary:
     """What a pass over a catalogue too large to hold found: its size and its missing photos."""
 
@@ -175,11 +239,14 @@ class CatalogueSummary:
 def validate_catalogue(chunks, skip_bad: bool) -> CatalogueSummary:
     """One pass over a catalogue's chunks (columns parsed, every image path checked); stops
     before any work when photos are missing, unless the user asked to skip them."""
-    rows, source, title_column, missing = 0, None, None, []
+    rows, source, title_column, missing, ids, lines = 0, None, None, [], [], []
     for chunk in chunks:
         source, title_column = chunk.source, chunk.title_column
         missing += [BadImage(rows + b.row, b.line, b.path, b.reason) for b in chunk.missing]
         rows += len(chunk)
+        ids += chunk.ids
+        lines += chunk.lines
+    check_unique_ids(source, ids, lines)
     summary = CatalogueSummary(source, rows, title_column, missing)
     check_images(summary, skip_bad)
     return summary

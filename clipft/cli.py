@@ -9,7 +9,6 @@ import os
 import time
 
 import click
-from tqdm.auto import tqdm
 
 from .training.config import ConfigError
 from .cache.store import CacheError
@@ -63,8 +62,10 @@ def catalogue_options(func):
         click.option("--image-column", default=None, help="Column with image paths (default: image/path/..., else id -> images/<id>.jpg)."),
         click.option("--id-column", default=None, help="Column with product ids (default: id if present, else the CSV line)."),
         click.option("--image-dir", default=None, type=click.Path(file_okay=False), help="Folder for id-named images (default: images/ beside the CSV)."),
+        click.option("--sep", default=None, help="CSV separator (default: the one the header uses; tab for .tsv)."),
         click.option("--limit", default=None, type=click.IntRange(min=1), help="Use a seeded random sample of this many rows."),
-        click.option("--skip-bad", is_flag=True, help="Skip rows whose image is missing or unreadable (listed in skipped.csv) instead of stopping."),
+        click.option("--skip-bad", is_flag=True, help="Skip malformed lines and rows whose image is missing or unreadable "
+                     "(listed in skipped.csv) instead of stopping."),
         click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1)),
         click.option("--workers", default=default_workers(), show_default=True, type=click.IntRange(min=0),
                      help="Image decoding processes (0: decode in the main process, fastest on 2 cores)."),
@@ -94,7 +95,7 @@ def labeller_options(func):
 @click.option("-v", "--verbose", is_flag=True, help="Show library log messages.")
 def cli(verbose: bool) -> None:
     """Label product photos with their attributes using CLIP."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not verbose:
         import transformers
 
@@ -126,7 +127,7 @@ def sample_data(out: str, n: int, size: int, seed: int) -> None:
 
 @cli.command()
 @click.option("--prompts", "prompt_files", multiple=True, required=True, type=click.Path(dir_okay=False),
-              help="Prompt file (prompts/*.yaml); repeat for several attributes.")
+              help="Prompt file, or the name of a shipped one (color, category, ...); repeat for several attributes.")
 @catalogue_options
 @click.option("--title-column", default=None,
               help="Column with product titles (default: title, productDisplayName or name when present).")
@@ -138,7 +139,7 @@ def sample_data(out: str, n: int, size: int, seed: int) -> None:
               help="Rows read, scored and written at a time: memory stays flat for catalogues of any length.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for predictions.csv, metrics.json and plots.")
 @model_options
-def zeroshot(prompt_files, data, image_column, id_column, image_dir, limit, skip_bad, batch_size, workers,
+def zeroshot(prompt_files, data, image_column, id_column, image_dir, sep, limit, skip_bad, batch_size, workers,
              cache_dir, seed, title_column, inputs, title_weight, chunk_size, out, model, pretrained, device) -> None:
     """Score catalogue products against attribute prompts, zero-shot.
 
@@ -149,10 +150,11 @@ def zeroshot(prompt_files, data, image_column, id_column, image_dir, limit, skip
     Writes predictions.csv (per attribute: value, probability, top 3); where the catalogue has
     the attribute's column, also metrics.json and a confusion matrix per attribute.
     """
-    from .commands.zeroshot import CatalogueSource, run_zeroshot
+    from .catalogue import CatalogueSource
+    from .commands.zeroshot import run_zeroshot
     from .reporting.tables import summary_table
 
-    source = CatalogueSource(data, image_column, id_column, title_column, image_dir, limit, seed, chunk_size)
+    source = CatalogueSource(data, image_column, id_column, title_column, image_dir, limit, seed, chunk_size, sep, skip_bad)
     with user_errors():
         done = run_zeroshot(source, prompt_files, out, model, pretrained, device, inputs, title_weight, skip_bad,
                             batch_size, workers, cache_dir)
@@ -185,7 +187,7 @@ def zeroshot(prompt_files, data, image_column, id_column, image_dir, limit, skip
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Folder for predictions.csv, review.csv, review_labelstudio.json and metrics.json.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, ... ('auto': cuda if available).")
-def predict(run_dir, data, image_column, id_column, image_dir, limit, skip_bad, batch_size, workers, cache_dir, seed,
+def predict(run_dir, data, image_column, id_column, image_dir, sep, limit, skip_bad, batch_size, workers, cache_dir, seed,
             title_column, attributes, target_precision, chunk_size, image_url_prefix, out, device) -> None:
     """Label a catalogue with a trained run, scored exactly as the run scored its test split.
 
@@ -197,10 +199,10 @@ def predict(run_dir, data, image_column, id_column, image_dir, limit, skip_bad, 
     accuracy of the auto-labelled part, and risk_coverage.png plots one against the other.
     """
     from .commands.predict import run_predict
-    from .commands.zeroshot import CatalogueSource
+    from .catalogue import CatalogueSource
     from .reporting.tables import review_table
 
-    source = CatalogueSource(data, image_column, id_column, title_column, image_dir, limit, seed, chunk_size)
+    source = CatalogueSource(data, image_column, id_column, title_column, image_dir, limit, seed, chunk_size, sep, skip_bad)
     with user_errors():
         totals = run_predict(run_dir, source, out, attributes, target_precision, skip_bad, batch_size, workers, cache_dir,
                              device, image_url_prefix)
@@ -221,7 +223,7 @@ def predict(run_dir, data, image_column, id_column, image_dir, limit, skip_bad, 
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Folder for label_issues.csv, suspects_<attribute>.png and summary.json.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, ... ('auto': cuda if available).")
-def audit(run_dir, data, image_column, id_column, image_dir, limit, skip_bad, batch_size, workers, cache_dir, seed,
+def audit(run_dir, data, image_column, id_column, image_dir, sep, limit, skip_bad, batch_size, workers, cache_dir, seed,
           title_column, attributes, folds, top, out, device) -> None:
     """Find catalogue labels that a trained run confidently contradicts.
 
@@ -232,9 +234,9 @@ def audit(run_dir, data, image_column, id_column, image_dir, limit, skip_bad, ba
     suggested value; suspects_<attribute>.png shows the top ones.
     """
     from .commands.audit import run_audit
-    from .commands.zeroshot import CatalogueSource
+    from .catalogue import CatalogueSource
 
-    source = CatalogueSource(data, image_column, id_column, title_column, image_dir, limit, seed)
+    source = CatalogueSource(data, image_column, id_column, title_column, image_dir, limit, seed, sep=sep, skip_bad=skip_bad)
     with user_errors():
         table, summary = run_audit(run_dir, source, out, attributes, folds, skip_bad, batch_size, workers, cache_dir, device, top)
     for name, counts in summary.items():
@@ -291,7 +293,7 @@ finetune_options = [
 
 
 @cli.command()
-@click.option("--config", type=click.Path(dir_okay=False), default=None, help="Training recipe (configs/*.yaml).")
+@click.option("--config", type=click.Path(dir_okay=False), default=None, help="Training recipe: a YAML file, or the name of a shipped one (configs/*.yaml).")
 @functools.partial(functools.reduce, lambda f, opt: opt(f), reversed(finetune_options))
 def finetune(config, overrides, out, quiet) -> None:
     """Contrastively fine-tune on labelled photos (or align on titles) and compare with zero-shot.
@@ -305,8 +307,8 @@ def finetune(config, overrides, out, quiet) -> None:
 
 
 @cli.command()
-@click.option("--config", type=click.Path(dir_okay=False), default="configs/align-lite0-minilm.yaml",
-              show_default=True, help="Alignment recipe.")
+@click.option("--config", type=click.Path(dir_okay=False), default="align-lite0-minilm",
+              show_default=True, help="Alignment recipe: a YAML file, or the name of a shipped one.")
 @functools.partial(functools.reduce, lambda f, opt: opt(f), reversed(finetune_options))
 def align(config, overrides, out, quiet) -> None:
     """Align lite0-minilm on photo-title pairs: `finetune` with the alignment recipe."""
@@ -385,8 +387,8 @@ def curve(config, sizes, seeds, methods, overrides, out, quiet) -> None:
 @click.option("--out", default="demo", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("-n", "--n", "n", default=600, show_default=True, type=click.IntRange(min=60), help="Products to draw.")
 @click.option("--shots", default=8, show_default=True, type=click.IntRange(min=1), help="Labels per class for fine-tuning.")
-@click.option("--prompts-dir", default="prompts", show_default=True, type=click.Path(file_okay=False),
-              help="Folder with color.yaml, sleeve.yaml and lid.yaml.")
+@click.option("--prompts-dir", default=None, type=click.Path(file_okay=False),
+              help="Folder with color.yaml, sleeve.yaml and lid.yaml (default: the shipped prompt files).")
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Embedding cache.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--quiet", is_flag=True, help="No progress bars.")

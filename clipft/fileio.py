@@ -1,5 +1,5 @@
-"""Atomic file writes: a reader never sees a half-written output, and an interrupted
-run leaves the previous version (or nothing) in place."""
+"""File I/O shared by every command: atomic writes (a reader never sees a half-written output,
+and an interrupted run leaves the previous version, or nothing, in place) and strict YAML reading."""
 from __future__ import annotations
 
 import contextlib
@@ -8,6 +8,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+import yaml
 
 
 def current_umask() -> int:
@@ -40,3 +42,32 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_write(path) as f:
         json.dump(obj, f, indent=2, sort_keys=False)
         f.write("\n")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that names a key twice (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: Path, error: type[ValueError]):
+    """A YAML file as data, every problem (missing, not UTF-8, invalid, a repeated key) one
+    ``error`` naming the file."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except FileNotFoundError:
+        raise error(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a folder, not a YAML file") from None
+    except UnicodeDecodeError as err:
+        raise error(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
+    except yaml.YAMLError as err:
+        raise error(f"{path}: not valid YAML: {err}") from None

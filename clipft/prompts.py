@@ -15,12 +15,14 @@ Synonyms only build prompts: predictions and metrics always use the class value.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
-import yaml
+from .fileio import read_yaml
+from .shipped import not_found, resolve
 
+log = logging.getLogger(__name__)
 _KEYS = ("attribute", "column", "templates", "classes")
 
 
@@ -102,17 +104,12 @@ def parse_prompt_spec(data: object, source: str = "<memory>") -> PromptSpec:
     )
 
 
-def load_prompt_spec(path: str | os.PathLike) -> PromptSpec:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PromptFileError(f"{path}: prompt file not found") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise PromptFileError(f"{path}: not valid YAML: {err}") from None
-    return parse_prompt_spec(data, source=str(path))
+def load_prompt_spec(ref: str | os.PathLike) -> PromptSpec:
+    """A prompt file by path, or a shipped one by name (``color``)."""
+    path = resolve(ref, "prompts")
+    if path is None:
+        raise PromptFileError(not_found(ref, "prompts"))
+    return parse_prompt_spec(read_yaml(path, PromptFileError), source=str(path))
 
 
 def load_prompt_specs(paths) -> list[PromptSpec]:
@@ -126,3 +123,13 @@ def load_prompt_specs(paths) -> list[PromptSpec]:
             )
         seen[spec.attribute] = spec.source
     return specs
+
+
+def warn_missing_columns(specs, columns, data) -> list[PromptSpec]:
+    """Say which prompt files name a column the catalogue lacks: their attribute is still
+    predicted, but has no labels to learn from or be measured against. Returns those specs."""
+    missing = [spec for spec in specs if spec.column not in columns]
+    for spec in missing:
+        log.warning("%s: no column '%s' (named by %s): %s is predicted, but has no labels here to learn "
+                    "from or to be measured against", data, spec.column, spec.source, spec.attribute)
+    return missing

@@ -82,7 +82,7 @@ def test_unreadable_csv_errors(tmp_path):
     with pytest.raises(CatalogueError, match="not found"):
         load_catalogue(tmp_path / "none.csv")
     (tmp_path / "empty.csv").write_text("")
-    with pytest.raises(CatalogueError, match="empty.csv: cannot parse"):
+    with pytest.raises(CatalogueError, match="empty.csv: the file is empty"):
         load_catalogue(tmp_path / "empty.csv")
     (tmp_path / "header.csv").write_text("id,image\n")
     with pytest.raises(CatalogueError, match="no rows"):

@@ -63,7 +63,7 @@ def test_missing_key_is_named(tmp_path):
 
 
 def test_missing_file_and_bad_yaml(tmp_path):
-    with pytest.raises(PromptFileError, match="not found"):
+    with pytest.raises(PromptFileError, match="absent.yaml: no such file, and not a shipped prompts name"):
         load_prompt_spec(tmp_path / "absent.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("attribute: [unclosed")

@@ -3,7 +3,6 @@ import os
 import stat
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner

@@ -9,13 +9,12 @@ import pandas as pd
 import torch
 
 from ..audit import audit_features, label_issues
-from ..catalogue import load_catalogue
+from ..catalogue import CatalogueSource
 from ..fileio import atomic_write, write_json
 from ..fusion import batched_parts
 from ..metrics import check_labels
 from ..reporting.plots import plot_contact_sheet
 from .predict import load_labeller, title_column_for
-from .zeroshot import CatalogueSource
 
 
 @torch.no_grad()
@@ -37,8 +36,8 @@ def run_audit(run: str | Path, source: CatalogueSource, out: str | Path, attribu
     and summary.json into ``out``."""
     out = Path(out)
     labeller = load_labeller(run, device, cache_dir, attributes)
-    catalogue = load_catalogue(source.data, source.image_column, source.id_column, title_column_for(source, labeller),
-                               source.image_dir, source.limit, source.seed)
+    source.title_column = title_column_for(source, labeller)
+    catalogue = source.load()
     features, rows, _, _ = labeller.catalogue_features(catalogue, skip_bad, batch_size, workers, progress)
     tables, summary = [], {}
     for name, head in labeller.heads.items():

@@ -19,7 +19,7 @@ from ..training.config import FinetuneCfg
 from ..fileio import atomic_write
 from .finetune import run_finetune
 from .predict import run_predict
-from .zeroshot import CatalogueSource
+from ..catalogue import CatalogueSource
 from ..reporting.plots import plot_comparison
 from ..reporting.tables import model_label
 from .sample_data import make_catalogue
@@ -27,9 +27,10 @@ from .sample_data import make_catalogue
 PROMPTS = ("color", "sleeve", "lid")
 
 
-def demo_configs(data: Path, prompts_dir: Path, seed: int, shots: int, cache_dir,
+def demo_configs(data: Path, prompts_dir: Path | None, seed: int, shots: int, cache_dir,
                  model: str = "lite0-minilm") -> tuple[FinetuneCfg, FinetuneCfg]:
-    prompts = [str(prompts_dir / f"{name}.yaml") for name in PROMPTS]
+    """``prompts_dir``: a folder with the demo's prompt files (None: the shipped ones)."""
+    prompts = [str(prompts_dir / f"{name}.yaml") if prompts_dir else name for name in PROMPTS]
     # The fashion recipe (configs/align-lite0-minilm.yaml), with epochs and batches sized for a small catalogue.
     align = FinetuneCfg(data=str(data), prompts=prompts, captions="title", hard_negatives=True, model=model,
                         lock_image=True, lock_text=True, epochs=8, batch_size=64, lr_head=2e-3, warmup_steps=10,
@@ -51,13 +52,13 @@ def demo_table(aligned: pd.DataFrame, tuned: pd.DataFrame, shots: int) -> pd.Dat
                       aligned[aligned["model"] == "zero-shot before alignment"], tuned_rows], ignore_index=True)
 
 
-def run_demo(out_dir, prompts_dir, n: int = 600, shots: int = 8, seed: int = 0, cache_dir=None,
+def run_demo(out_dir, prompts_dir=None, n: int = 600, shots: int = 8, seed: int = 0, cache_dir=None,
              progress: bool = True, model: str = "lite0-minilm"):
     """Run the demo into ``out_dir``; return the test-split table (attribute x model) and the
     totals of labelling the held-out products with the fine-tuned run (``clipft predict``)."""
     out = Path(out_dir)
     data = make_catalogue(out / "catalogue", n=n, size=128, seed=seed)
-    align_cfg, finetune_cfg = demo_configs(data, Path(prompts_dir), seed, shots, cache_dir, model)
+    align_cfg, finetune_cfg = demo_configs(data, Path(prompts_dir) if prompts_dir else None, seed, shots, cache_dir, model)
     aligned = run_finetune(align_cfg, out / "align", progress=progress)
     finetune_cfg = replace(finetune_cfg, pretrained=str(out / "align" / "best.pt"),
                            splits_from=str(out / "align" / "splits.csv"))

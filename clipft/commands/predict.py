@@ -9,15 +9,15 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..catalogue import CatalogueError, validate_catalogue
+from ..catalogue import CatalogueError, CatalogueSource, validate_catalogue
 from ..distributed import init_distributed
 from ..fileio import atomic_write, write_json
 from ..fusion import scored_on
 from ..labeller import Labeller, LabellerError
 from ..models import resolve_device
+from ..prompts import warn_missing_columns
 from ..reporting.results import skipped_frame
 from ..reporting.review import ReviewResults, predicted_frame, review_frame, write_review_outputs
-from .zeroshot import CatalogueSource
 
 
 @dataclass
@@ -48,7 +48,7 @@ def title_column_for(source: CatalogueSource, labeller: Labeller) -> str | None:
     """The catalogue's title column: as given, else the one the run was trained with when the file has it."""
     if source.title_column is not None or labeller.inputs == "image":
         return source.title_column
-    header = pd.read_csv(source.data, nrows=0).columns
+    header = source.header()
     return labeller.title_column if labeller.title_column in header else None
 
 
@@ -83,6 +83,7 @@ def run_predict(run: str | Path, source: CatalogueSource, out: str | Path, attri
     labeller = load_labeller(run, device, cache_dir, attributes, target_precision)
     source.title_column = title_column_for(source, labeller)
     summary = validate_catalogue(source.chunks(), skip_bad)  # missing photos stop the run here, before any work
+    warn_missing_columns([head.spec for head in labeller.heads.values()], source.header(), source.data)
     if summary.rows == 0:
         raise CatalogueError(f"{source.data}: catalogue has no rows")
     out.mkdir(parents=True, exist_ok=True)

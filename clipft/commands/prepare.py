@@ -19,7 +19,7 @@ from ..distributed import init_distributed
 from ..fileio import atomic_write
 from ..fusion import ProductFeatures, resolve_inputs
 from ..models import load_model, resolve_device
-from ..prompts import PromptSpec, load_prompt_specs
+from ..prompts import PromptSpec, load_prompt_specs, warn_missing_columns
 from ..reporting.results import write_skipped
 from ..training.config import FinetuneCfg, config_dict
 from ..training.evaluation import SplitTargets, split_targets
@@ -97,7 +97,8 @@ def prepare_run(cfg: FinetuneCfg, out: Path, progress: bool = True) -> PreparedR
     world, device = init_distributed(resolve_device(cfg.device))
     specs = load_prompt_specs(cfg.prompts)
     catalogue = load_catalogue(cfg.data, cfg.image_column, cfg.id_column, cfg.title_column, cfg.image_dir,
-                               cfg.limit, cfg.seed)
+                               cfg.limit, cfg.seed, cfg.sep, cfg.skip_bad)
+    warn_missing_columns(specs, catalogue.frame.columns, catalogue.source)
     if cfg.captions == "title" and catalogue.title_column is None:
         raise CatalogueError(f"{catalogue.source}: captions=title needs a title column (set title_column)")
     inputs = resolve_inputs(cfg.inputs or ("image" if cfg.captions == "title" else None), catalogue)

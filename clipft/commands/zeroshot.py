@@ -11,37 +11,15 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..catalogue import iter_catalogue, load_catalogue, validate_catalogue
+from ..catalogue import CatalogueSource, validate_catalogue
 from ..distributed import init_distributed
 from ..fileio import atomic_write, write_json
 from ..fusion import resolve_inputs
 from ..models import load_model, resolve_device
-from ..prompts import load_prompt_specs
+from ..prompts import load_prompt_specs, warn_missing_columns
 from ..reporting.plots import plot_confusion_matrix
 from ..reporting.results import LabelledResults, predictions_frame, skipped_frame
 from ..zeroshot import ScoredCatalogue, zeroshot_catalogue
-
-
-@dataclass
-class CatalogueSource:
-    """How to read a catalogue: whole (a seeded ``limit`` sample) or in chunks of ``chunk_size`` rows."""
-
-    data: str
-    image_column: str | None = None
-    id_column: str | None = None
-    title_column: str | None = None
-    image_dir: str | None = None
-    limit: int | None = None
-    seed: int = 0
-    chunk_size: int = 100_000
-
-    def chunks(self):
-        # --limit samples the whole file, so it is read at once; otherwise chunk by chunk.
-        if self.limit is not None:
-            return [load_catalogue(self.data, self.image_column, self.id_column, self.title_column, self.image_dir,
-                                   self.limit, self.seed)]
-        return iter_catalogue(self.data, self.chunk_size, self.image_column, self.id_column, self.title_column,
-                              self.image_dir)
 
 
 @dataclass
@@ -97,6 +75,7 @@ def run_zeroshot(source: CatalogueSource, prompt_files, out: str | Path, model: 
     start = time.perf_counter()
     specs = load_prompt_specs(prompt_files)
     summary = validate_catalogue(source.chunks(), skip_bad)  # a first pass: missing photos stop the run here
+    warn_missing_columns(specs, source.header(), source.data)
     inputs = resolve_inputs(inputs, summary)
     world, device = init_distributed(resolve_device(device))
     torch.manual_seed(source.seed)

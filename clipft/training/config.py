@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import yaml
 
+from ..fileio import read_yaml
 from ..fusion import INPUTS
+from ..shipped import not_found, resolve
 
 CAPTIONS = ("label", "template", "title")
 
@@ -29,6 +31,7 @@ class FinetuneCfg:
     id_column: str | None = None
     title_column: str | None = None
     image_dir: str | None = None
+    sep: str | None = None  # the CSV's separator (default: the one its header uses; tab for .tsv)
     groups: str | None = None  # CSV with id,group (e.g. groups.csv), or a column name of the catalogue
     duplicate_threshold: float = 0.95  # cosine of mean-centred image features above which photos share a group
     split_column: str | None = None  # a column with train/val/test, instead of a random split
@@ -63,7 +66,7 @@ class FinetuneCfg:
     lr_head: float | None = None  # projections and logit scale (default: lr)
     weight_decay: float = 0.1
     warmup_steps: int = 20
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # gradient norm limit (0: no clipping)
     patience: int = 3  # epochs without a lower validation loss before stopping
     validate_start: bool = False  # also score the starting weights (epoch 0): they are kept if no epoch beats them
     min_epoch_steps: int = 1  # per task: a few-shot epoch is lengthened to at least this many batches
@@ -103,38 +106,63 @@ class FinetuneCfg:
                 raise ConfigError(f"{name}: must be between 0 and 1, got {getattr(self, name)}")
         if not all(0 <= a <= 1 for a in self.wise_alphas):
             raise ConfigError(f"wise_alphas: every alpha must be in [0, 1], got {self.wise_alphas}")
+        self._check_optimisation()
+
+    def _check_optimisation(self) -> None:
+        for name in ("lr", "lr_head"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name}: must be a positive number, got {value}")
+        for name in ("weight_decay", "grad_clip"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ConfigError(f"{name}: must be a number >= 0, got {getattr(self, name)}")
+        if self.patience < 1:
+            raise ConfigError(f"patience: must be at least 1 (epochs without improvement before stopping), "
+                              f"got {self.patience}")
+        for name in ("warmup_steps", "unlocked_image_groups", "unlocked_text_layers"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: must be at least 0, got {getattr(self, name)}")
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(FinetuneCfg)}
 _HINTS = typing.get_type_hints(FinetuneCfg)
 
 
-def _check_type(key: str, value, source: str):
-    hint = _HINTS[key]
+class _Mismatch(Exception):
+    pass
+
+
+def _coerce(value, hint):
+    """``value`` as type ``hint`` (YAML scalars are lenient: 1 is a float, 1e-4 may come as a
+    string, a scalar is a one-item list); _Mismatch when it cannot be."""
     is_union = typing.get_origin(hint) in (typing.Union, types.UnionType)
-    allowed = typing.get_args(hint) if is_union else (hint,)
-    if value is None:
-        if type(None) in allowed:
-            return None
-        raise ConfigError(f"{source}: key '{key}': must not be empty")
-    for kind in allowed:
+    for kind in typing.get_args(hint) if is_union else (hint,):
         origin = typing.get_origin(kind) or kind
-        if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if origin is float and isinstance(value, str):
+        if value is None and kind is type(None):
+            return None
+        if origin is list and value is not None:
+            (item,) = typing.get_args(kind)
+            return [_coerce(v, item) for v in (value if isinstance(value, list) else [value])]
+        if origin is float and not isinstance(value, bool) and isinstance(value, (int, float, str)):
             try:  # YAML 1.1 reads 1e-4 (no dot) as a string
                 return float(value)
             except ValueError:
-                pass
-        if origin is list and isinstance(value, list):
-            return value
-        if origin is list and isinstance(value, (str, int, float)):
-            return [value]
+                continue
         if origin in (int, str, bool) and type(value) is origin:
             return value
         if origin is str and isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-    raise ConfigError(f"{source}: key '{key}': expected {hint}, got {value!r}")
+    raise _Mismatch
+
+
+def _check_type(key: str, value, source: str):
+    hint = _HINTS[key]
+    try:
+        return _coerce(value, hint)
+    except _Mismatch:
+        if value is None:
+            raise ConfigError(f"{source}: key '{key}': must not be empty") from None
+        raise ConfigError(f"{source}: key '{key}': expected {hint}, got {value!r}") from None
 
 
 def parse_overrides(overrides) -> dict:
@@ -144,7 +172,10 @@ def parse_overrides(overrides) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected key=value")
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({err.problem})") from None
     return out
 
 
@@ -154,13 +185,11 @@ def load_config(path: str | os.PathLike | None = None, overrides=()) -> Finetune
     values: dict = {}
     source = "defaults"
     if path is not None:
-        source = str(path)
-        try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        found = resolve(path, "configs")
+        if found is None:
+            raise ConfigError(not_found(path, "configs"))
+        source = str(found)
+        loaded = read_yaml(found, ConfigError) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of settings")
         values.update({k: (v, source) for k, v in loaded.items()})
