@@ -90,6 +90,15 @@ def _frames(source: Path, chunk_rows: int | None, sep: str | None, skip_bad: boo
         raise _read_error(source, err) from None
 
 
+def read_catalogue_frame(source: Path, sep: str | None = None, skip_bad: bool = False,
+                         title_column: str | None = None) -> pd.DataFrame:
+    """The whole CSV as string columns indexed by CSV line; a file without rows is an error."""
+    frame = pd.concat(list(_frames(source, None, sep, skip_bad, title_column)))
+    if frame.empty:
+        raise CatalogueError(f"{source}: catalogue has no rows, only a header")
+    return frame
+
+
 def load_catalogue(
     csv_path: str | os.PathLike,
     image_column: str | None = None,
@@ -107,9 +116,7 @@ def load_catalogue(
     ``sep`` defaults to the separator the header uses; ``skip_bad`` skips malformed lines.
     """
     source = Path(csv_path)
-    frame = pd.concat(list(_frames(source, None, sep, skip_bad, title_column)))
-    if frame.empty:
-        raise CatalogueError(f"{source}: catalogue has no rows, only a header")
+    frame = read_catalogue_frame(source, sep, skip_bad, title_column)
     if limit is not None and limit < len(frame):
         rows = np.sort(np.random.default_rng(seed).choice(len(frame), size=limit, replace=False))
         frame = frame.iloc[rows]

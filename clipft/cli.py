@@ -11,15 +11,17 @@ import time
 import click
 
 from .training.config import ConfigError
+from .training.tasks import UntrainableError
 from .cache.store import CacheError
 from .catalogue import CatalogueError
+from .fileio import OutputError
 from .models import ModelLoadError
 from .labeller import LabellerError
 from .prompts import PromptFileError
 
 INPUT_NAMES = {"image": "their photos", "text": "their titles", "fusion": "photo + title"}
 USER_ERRORS = (PromptFileError, CatalogueError, ModelLoadError, ConfigError, LabellerError, CacheError,
-               FileNotFoundError)
+               OutputError, UntrainableError, FileNotFoundError)
 
 
 @contextlib.contextmanager

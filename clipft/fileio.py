@@ -71,3 +71,23 @@ def read_yaml(path: Path, error: type[ValueError]):
         raise error(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
     except yaml.YAMLError as err:
         raise error(f"{path}: not valid YAML: {err}") from None
+
+
+class OutputError(ValueError):
+    """An output folder that cannot take the results; found before any work is done."""
+
+
+def prepare_output_dir(out: str | os.PathLike, names=()) -> Path:
+    """Create ``out`` and check, before hours of scoring, that files can be written there and
+    that none of ``names`` (the files the command will write) is a folder."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise OutputError(f"{out}: cannot write results there ({err.strerror or err})") from None
+    for name in names:
+        if (out / name).is_dir():
+            raise OutputError(f"{out / name}: is a folder, where clipft writes a file; remove or rename it")
+    return out

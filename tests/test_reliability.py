@@ -3,6 +3,7 @@ import os
 import stat
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
@@ -101,3 +102,99 @@ def _saved(img, exif):
     img.save(buffer, format="JPEG", exif=exif)
     buffer.seek(0)
     return buffer
+
+
+def test_prompt_files_with_a_repeated_key_or_not_utf8_are_named(tmp_path):
+    from clipft.prompts import PromptFileError, load_prompt_spec
+
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("attribute: color\ncolumn: colour\ntemplates: ['{}']\nclasses:\n  Red:\n  Blue:\n  Red: [scarlet]\n")
+    with pytest.raises(PromptFileError, match="twice.yaml: not valid YAML.*key 'Red' appears twice"):
+        load_prompt_spec(twice)
+    utf16 = tmp_path / "u16.yaml"
+    utf16.write_text("attribute: color\n", encoding="utf-16")
+    with pytest.raises(PromptFileError, match="u16.yaml: not UTF-8 text"):
+        load_prompt_spec(utf16)
+
+
+def test_shipped_prompt_files_and_configs_are_found_by_name(tmp_path, monkeypatch):
+    from clipft.prompts import load_prompt_spec
+    from clipft.shipped import shipped_names
+    from clipft.training.config import ConfigError, load_config
+
+    monkeypatch.chdir(tmp_path)  # no prompts/ folder here
+    assert {"color", "category", "gender", "season", "lid", "sleeve"} <= set(shipped_names("prompts"))
+    assert load_prompt_spec("color").attribute == "color" and load_prompt_spec("lid.yaml").column == "lid"
+    cfg = load_config("align-lite0-minilm")
+    assert cfg.prompts == ["gender", "category", "color"] and cfg.captions == "title"
+    with pytest.raises(ConfigError, match="nope: no such file, and not a shipped configs name"):
+        load_config("nope")
+    (tmp_path / "color").write_text("attribute: mine\ncolumn: c\ntemplates: ['{}']\nclasses: [a, b]\n")
+    assert load_prompt_spec("color").attribute == "mine"  # a path that exists wins
+
+
+@pytest.mark.parametrize("setting,message", [
+    ("wise_alphas=[a]", "key 'wise_alphas': expected list[float], got ['a']"),
+    ("prompts=[1,2]", "1: no such file, and not a shipped prompts name"),
+    ("lr=.nan", "lr: must be a positive number, got nan"),
+    ("lr=-0.1", "lr: must be a positive number, got -0.1"),
+    ("patience=0", "patience: must be at least 1"),
+    ("epochs=[1", "--set 'epochs=[1': the value is not valid YAML"),
+])
+def test_bad_settings_are_one_line_errors(tmp_path, sample_catalogue, setting, message):
+    result = run(["finetune", "--set", f"data={sample_catalogue}", "--set", "prompts=[color]", "--set", setting,
+                  "--set", "model=clipft-tiny", "--out", str(tmp_path / "run"), "--quiet"], expect=1)
+    assert message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_prompt_column_absent_from_the_catalogue_is_reported(tmp_path, sample_catalogue, caplog):
+    with caplog.at_level("WARNING"):
+        run(["zeroshot", "--prompts", "color", "--prompts", "season", "--data", str(sample_catalogue),
+             "--model", "clipft-tiny", "--out", str(tmp_path / "zs"), "--cache-dir", str(tmp_path / "cache")])
+    assert "no column 'season'" in caplog.text and "no column 'color'" not in caplog.text
+
+
+def test_unusable_output_folders_stop_the_run_before_any_work(tmp_path, sample_catalogue):
+    args = ["zeroshot", "--prompts", "color", "--data", str(sample_catalogue), "--model", "clipft-tiny",
+            "--cache-dir", str(tmp_path / "cache")]
+    (tmp_path / "zs" / "predictions.csv").mkdir(parents=True)
+    result = run(args + ["--out", str(tmp_path / "zs")], expect=1)
+    assert "predictions.csv: is a folder, where clipft writes a file" in result.output
+    assert not (tmp_path / "cache").exists()  # nothing was encoded
+    (tmp_path / "file").write_text("")
+    result = run(args + ["--out", str(tmp_path / "file" / "out")], expect=1)
+    assert "cannot write results there" in result.output
+
+
+def test_degenerate_training_sets_are_refused_or_flagged(tmp_path, caplog):
+    data = make_catalogue(tmp_path / "cat", n=40, size=32, seed=1)
+    frame = pd.read_csv(data)
+    one_colour = data.parent / "one.csv"
+    frame.assign(baseColour="Red").to_csv(one_colour, index=False)
+    base = ["finetune", "--set", "prompts=[color]", "--set", "model=clipft-tiny", "--set", "epochs=1",
+            "--set", f"cache_dir={tmp_path / 'cache'}", "--set", "wise_alphas=[1.0]", "--quiet"]
+    result = run(base + ["--set", f"data={one_colour}", "--out", str(tmp_path / "one")], expect=1)
+    assert "color: every training example has the caption 'Red'; training needs at least two classes" in result.output
+    tiny = data.parent / "tiny.csv"
+    frame.head(5).to_csv(tiny, index=False)
+    with caplog.at_level("WARNING"):
+        run(base + ["--set", f"data={tiny}", "--out", str(tmp_path / "tiny")])
+    assert "tiny.csv: only 1 validation product(s): the best epoch is chosen on very few examples" in caplog.text
+    no_val = data.parent / "no_val.csv"
+    frame.assign(split=["train"] * 30 + ["test"] * 10).to_csv(no_val, index=False)
+    result = run(base + ["--set", f"data={no_val}", "--set", "split_column=split", "--out", str(tmp_path / "nv")],
+                 expect=1)
+    assert "the validation split is empty, so no epoch can be chosen" in result.output
+
+
+def test_importing_clipft_changes_nothing_in_matplotlib_or_openclip():
+    import subprocess
+    import sys
+
+    code = ("import matplotlib, open_clip; backend = matplotlib.get_backend(); models = set(open_clip.list_models())\n"
+            "import clipft, clipft.cli, clipft.commands.finetune, clipft.commands.predict, clipft.reporting.plots\n"
+            "assert matplotlib.get_backend() == backend, matplotlib.get_backend()\n"
+            "assert set(open_clip.list_models()) == models and 'lite0-minilm' not in models\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "MPLBACKEND": "svg"})
+    assert done.returncode == 0, done.stderr

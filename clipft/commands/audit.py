@@ -10,7 +10,7 @@ import torch
 
 from ..audit import audit_features, label_issues
 from ..catalogue import CatalogueSource
-from ..fileio import atomic_write, write_json
+from ..fileio import atomic_write, prepare_output_dir, write_json
 from ..fusion import batched_parts
 from ..metrics import check_labels
 from ..reporting.plots import plot_contact_sheet
@@ -36,6 +36,7 @@ def run_audit(run: str | Path, source: CatalogueSource, out: str | Path, attribu
     and summary.json into ``out``."""
     out = Path(out)
     labeller = load_labeller(run, device, cache_dir, attributes)
+    prepare_output_dir(out, ("label_issues.csv", "summary.json"))
     source.title_column = title_column_for(source, labeller)
     catalogue = source.load()
     features, rows, _, _ = labeller.catalogue_features(catalogue, skip_bad, batch_size, workers, progress)

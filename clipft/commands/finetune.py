@@ -21,7 +21,7 @@ from ..training.checkpoint import load_weights
 from ..training.config import FinetuneCfg
 from ..training.evaluation import evaluate, tuned_title_weights
 from ..training.loop import fit
-from ..training.tasks import Task, attribute_task, swap_vocabulary, title_task
+from ..training.tasks import Task, attribute_task, check_trainable, swap_vocabulary, title_task
 from ..training.weights import wise_ft
 from .prepare import PreparedRun, prepare_run
 from .save_labeller import save_labeller
@@ -61,6 +61,7 @@ def build_tasks(run: PreparedRun) -> list[Task]:
     if not tasks:
         raise CatalogueError(f"{catalogue.source}: no training examples (labels of {', '.join(cfg.prompts)} "
                              f"or titles) in the train split")
+    check_trainable(tasks, len(run.rows["val"]), catalogue.source)
     return tasks
 
 

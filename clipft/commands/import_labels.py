@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..catalogue import CatalogueError
-from ..fileio import atomic_write
+from ..catalogue import CatalogueError, read_catalogue_frame
+from ..fileio import atomic_write, prepare_output_dir
 
 
 def label_studio_labels(export: str | Path) -> list[tuple[str, str, str]]:
@@ -39,7 +39,8 @@ def label_studio_labels(export: str | Path) -> list[tuple[str, str, str]]:
 def apply_label_studio_export(export, data, out, id_column: str = "id") -> pd.DataFrame:
     """Write the catalogue with the exported labels applied to ``out`` and the list of changes
     beside it (``<out>.changes.csv``); returns the changes."""
-    frame = pd.read_csv(data, dtype=str, keep_default_na=False)
+    prepare_output_dir(Path(out).parent, (Path(out).name, f"{Path(out).name}.changes.csv"))
+    frame = read_catalogue_frame(Path(data)).reset_index(drop=True)
     if id_column not in frame.columns:
         raise CatalogueError(f"{data}: no id column '{id_column}'")
     position = {v: i for i, v in enumerate(frame[id_column])}

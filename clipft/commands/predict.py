@@ -11,13 +11,17 @@ from tqdm.auto import tqdm
 
 from ..catalogue import CatalogueError, CatalogueSource, validate_catalogue
 from ..distributed import init_distributed
-from ..fileio import atomic_write, write_json
+from ..fileio import atomic_write, prepare_output_dir, write_json
 from ..fusion import scored_on
 from ..labeller import Labeller, LabellerError
 from ..models import resolve_device
 from ..prompts import warn_missing_columns
 from ..reporting.results import skipped_frame
 from ..reporting.review import ReviewResults, predicted_frame, review_frame, write_review_outputs
+
+
+OUTPUTS = ("predictions.csv", "review.csv", "review_labelstudio.json", "labelstudio_config.xml",
+           "metrics.json", "skipped.csv", "risk_coverage.png")
 
 
 @dataclass
@@ -81,12 +85,12 @@ def run_predict(run: str | Path, source: CatalogueSource, out: str | Path, attri
     started, out = time.perf_counter(), Path(out)
     world, device = init_distributed(resolve_device(device))
     labeller = load_labeller(run, device, cache_dir, attributes, target_precision)
+    prepare_output_dir(out, OUTPUTS)
     source.title_column = title_column_for(source, labeller)
     summary = validate_catalogue(source.chunks(), skip_bad)  # missing photos stop the run here, before any work
     warn_missing_columns([head.spec for head in labeller.heads.values()], source.header(), source.data)
     if summary.rows == 0:
         raise CatalogueError(f"{source.data}: catalogue has no rows")
-    out.mkdir(parents=True, exist_ok=True)
     totals, results, review, skipped = _predict_chunks(labeller, source, out, skip_bad, batch_size, workers,
                                                        world.main, progress)
     if not world.main:

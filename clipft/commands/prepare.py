@@ -16,7 +16,7 @@ from ..cache.image_features import CachedImageFeatures, FrozenEncoder, LiveImage
 from ..cache.text_features import text_features
 from ..catalogue import Catalogue, CatalogueError, load_catalogue
 from ..distributed import init_distributed
-from ..fileio import atomic_write
+from ..fileio import atomic_write, prepare_output_dir
 from ..fusion import ProductFeatures, resolve_inputs
 from ..models import load_model, resolve_device
 from ..prompts import PromptSpec, load_prompt_specs, warn_missing_columns
@@ -27,6 +27,11 @@ from ..training.splits import assign_groups, column_splits, split_rows, splits_f
 from ..training.weights import lock_towers
 
 SPLITS = ("train", "val", "test")
+
+
+# files of every training run; checked before the work that ends in them
+RUN_OUTPUTS = ("config.yaml", "splits.csv", "skipped.csv", "best.pt", "last.pt", "history.csv",
+               "comparison.csv", "summary.json")
 
 
 @dataclass
@@ -93,7 +98,7 @@ def assign_splits(cfg: FinetuneCfg, catalogue: Catalogue, specs, features: np.nd
 
 def prepare_run(cfg: FinetuneCfg, out: Path, progress: bool = True) -> PreparedRun:
     """catalogue -> model -> frozen features -> split; writes config.yaml, skipped.csv and splits.csv."""
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(out, RUN_OUTPUTS)
     world, device = init_distributed(resolve_device(cfg.device))
     specs = load_prompt_specs(cfg.prompts)
     catalogue = load_catalogue(cfg.data, cfg.image_column, cfg.id_column, cfg.title_column, cfg.image_dir,

@@ -13,13 +13,16 @@ from tqdm.auto import tqdm
 
 from ..catalogue import CatalogueSource, validate_catalogue
 from ..distributed import init_distributed
-from ..fileio import atomic_write, write_json
+from ..fileio import atomic_write, prepare_output_dir, write_json
 from ..fusion import resolve_inputs
 from ..models import load_model, resolve_device
 from ..prompts import load_prompt_specs, warn_missing_columns
 from ..reporting.plots import plot_confusion_matrix
 from ..reporting.results import LabelledResults, predictions_frame, skipped_frame
 from ..zeroshot import ScoredCatalogue, zeroshot_catalogue
+
+
+OUTPUTS = ("predictions.csv", "metrics.json", "skipped.csv")
 
 
 @dataclass
@@ -74,6 +77,7 @@ def run_zeroshot(source: CatalogueSource, prompt_files, out: str | Path, model: 
     each chunk and rank 0 alone scores and writes (the others return None)."""
     start = time.perf_counter()
     specs = load_prompt_specs(prompt_files)
+    prepare_output_dir(out, OUTPUTS)
     summary = validate_catalogue(source.chunks(), skip_bad)  # a first pass: missing photos stop the run here
     warn_missing_columns(specs, source.header(), source.data)
     inputs = resolve_inputs(inputs, summary)

@@ -7,6 +7,7 @@ product titles (``title``), which is how an unaligned model learns to be a CLIP 
 """
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 
@@ -14,6 +15,8 @@ import numpy as np
 
 from ..metrics import check_labels
 from ..prompts import PromptSpec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -99,3 +102,27 @@ def swap_attribute_word(text: str, vocabulary: list[list[tuple[str, ...]]], rng:
 def swap_vocabulary(specs: list[PromptSpec]) -> list[list[tuple[str, ...]]]:
     """Per attribute, the words that name each class: its value and its synonyms."""
     return [[tuple(dict.fromkeys((value, *spec.synonyms[value]))) for value in spec.classes] for spec in specs]
+
+
+class UntrainableError(ValueError):
+    """Training data from which nothing can be learnt or measured; the message says what to add."""
+
+
+MIN_VAL_ROWS = 20
+
+
+def check_trainable(tasks: list[Task], val_rows: int, source) -> None:
+    """Refuse a run that would train to a loss of 0 and learn nothing: a task whose examples all
+    share one caption (one class). Refuse one with no validation rows (no loss to choose the
+    best epoch on), and warn when there are too few for that choice to mean much."""
+    for task in tasks:
+        captions = set(task.texts)
+        if len(captions) < 2:
+            raise UntrainableError(f"{source}: {task.name}: every training example has the caption "
+                                   f"{str(next(iter(captions)))!r}; training needs at least two classes")
+    if val_rows == 0:
+        raise UntrainableError(f"{source}: the validation split is empty, so no epoch can be chosen; "
+                               f"add products or raise val_fraction")
+    if val_rows < MIN_VAL_ROWS:
+        log.warning("%s: only %d validation product(s): the best epoch is chosen on very few examples",
+                    source, val_rows)
