@@ -7,6 +7,7 @@ import functools
 import logging
 import os
 import time
+from pathlib import Path
 
 import click
 
@@ -15,13 +16,15 @@ from .training.tasks import UntrainableError
 from .cache.store import CacheError
 from .catalogue import CatalogueError
 from .fileio import OutputError
+from .reporting.html_report import ReportError
 from .models import ModelLoadError
 from .labeller import LabellerError
 from .prompts import PromptFileError
 
 INPUT_NAMES = {"image": "their photos", "text": "their titles", "fusion": "photo + title"}
 USER_ERRORS = (PromptFileError, CatalogueError, ModelLoadError, ConfigError, LabellerError, CacheError,
-               OutputError, UntrainableError, FileNotFoundError)
+               OutputError, UntrainableError, ReportError,
+               FileNotFoundError)
 
 
 @contextlib.contextmanager
@@ -97,7 +100,10 @@ def labeller_options(func):
 @click.option("-v", "--verbose", is_flag=True, help="Show library log messages.")
 def cli(verbose: bool) -> None:
     """Label product photos with their attributes using CLIP."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # clipft's own warnings (repaired CSV lines, missing label columns) always show; other
+    # libraries' only with --verbose
+    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("clipft").setLevel(logging.INFO if verbose else logging.WARNING)
     if not verbose:
         import transformers
 
@@ -386,6 +392,56 @@ def curve(config, sizes, seeds, methods, overrides, out, quiet) -> None:
 
 
 @cli.command()
+@click.option("--run", "runs", multiple=True, type=click.Path(file_okay=False, exists=True),
+              help="A finetune or probe run folder to label with; repeat for several.")
+@click.option("--prompts", "prompt_files", multiple=True, help="Prompt files for zero-shot (default: the shipped ones).")
+@click.option("--model", default=None, help="Also offer zero-shot with this model (default when no --run: lite0-minilm).")
+@click.option("--pretrained", default=None, help="Weights for --model (as in zeroshot).")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, ... ('auto': cuda if available).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 shares it on the network).")
+@click.option("--port", default=7860, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Embedding cache.")
+def app(runs, prompt_files, model, pretrained, device, host, port, cache_dir) -> None:
+    """A local web page to try labellers on one photo (and its title).
+
+    Shows every attribute's top values with calibrated probabilities and whether the label
+    would be auto-accepted or sent to review; several runs, and zero-shot with prompt files,
+    can be picked from a list. Needs Gradio (pip install 'clipft[app]'); starts offline.
+    """
+    import tempfile
+
+    from .commands.app import load_labellers, run_app
+    from .models import resolve_device
+
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise click.ClickException("clipft app needs Gradio: pip install 'clipft[app]'") from None
+    with user_errors():
+        labellers = load_labellers(runs, prompt_files, model, pretrained, resolve_device(device), cache_dir)
+    click.echo(f"labellers: {', '.join(labellers)}; open http://{host}:{port} (Ctrl-C to stop)")
+    run_app(labellers, Path(tempfile.mkdtemp(prefix="clipft-app-")), host, port)
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--out", default="report.html", show_default=True, type=click.Path(dir_okay=False),
+              help="The HTML file to write (one file, images inlined).")
+def report(run_dirs, out) -> None:
+    """One self-contained HTML page for zeroshot, finetune, probe, predict or curve runs.
+
+    A headline table (several runs side by side), then per run: metrics, confusion matrices,
+    training and learning curves, the risk-coverage curve of predict runs and a gallery of the
+    most confident mistakes with thumbnails. Opens offline in any browser.
+    """
+    from .reporting.html_report import write_report
+
+    with user_errors():
+        path = write_report(run_dirs, out)
+    click.echo(f"report in {path}")
+
+
+@cli.command()
 @click.option("--out", default="demo", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("-n", "--n", "n", default=600, show_default=True, type=click.IntRange(min=60), help="Products to draw.")
 @click.option("--shots", default=8, show_default=True, type=click.IntRange(min=1), help="Labels per class for fine-tuning.")
@@ -408,7 +464,7 @@ def demo(out, n, shots, prompts_dir, cache_dir, seed, quiet) -> None:
     click.echo(f"\nlabelling the {review.scored} held-out products with the fine-tuned run (clipft predict): "
                f"{review.review} label(s) sent to review ({out}/predict/review.csv)")
     click.echo(review_table(review.metrics))
-    click.echo(f"tables and plots in {out}/ (comparison.png, align/, finetune/, predict/)")
+    click.echo(f"tables and plots in {out}/ (report.html, comparison.png, align/, finetune/, predict/)")
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ from .catalogue import Catalogue, to_rgb
 from .fusion import ProductFeatures, ProductParts, batched_parts, combine
 from .models import load_model
 from .probe import classifier_logits, probe_matrix
-from .prompts import PromptSpec, parse_prompt_spec
+from .prompts import PromptSpec, load_prompt_specs, parse_prompt_spec
 from .zeroshot import ZeroShotClassifier
 
 FORMAT = "clipft-labeller"
@@ -149,6 +149,19 @@ class Labeller:
         with np.load(run_dir / CALIBRATION_FILE, allow_pickle=False) as data:
             calibration_data = {k: data[k] for k in data.files}
         return cls(model, preprocess, tokenizer, heads, manifest["inputs"], manifest, calibration_data, device, cache_dir)
+
+    @classmethod
+    def from_prompts(cls, prompt_files, model: str, pretrained: str | None = None, device: str = "cpu",
+                     cache_dir=None, title_weight: float = 0.5) -> "Labeller":
+        """Zero-shot: the prompt files' ensembles on a pretrained model, photo and title fused
+        (a product without a title is scored on its photo). Nothing is calibrated, so no label
+        is auto-accepted: every one goes to review."""
+        clip, preprocess, tokenizer = load_model(model, pretrained, device)
+        clip.eval().requires_grad_(False)
+        heads = {spec.attribute: Head(spec, "template", title_weight, None, Calibration())
+                 for spec in load_prompt_specs(prompt_files)}
+        manifest = {"model": model, "pretrained": pretrained, "inputs": "fusion", "command": "zeroshot"}
+        return cls(clip, preprocess, tokenizer, heads, "fusion", manifest, {}, device, cache_dir)
 
     @property
     def attributes(self) -> list[str]:

@@ -14,6 +14,25 @@ FASHION = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fash
 REPO = Path(__file__).resolve().parents[1]
 
 
+def run(args, expect=0):
+    """``clipft ARGS`` in-process; asserts its exit code and returns the click result."""
+    from click.testing import CliRunner
+
+    from clipft.cli import cli
+
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == expect, result.output + repr(result.exception)
+    return result
+
+
+def tiny_finetune(data, out, cache, prompts="[color, lid]", *overrides):
+    """A two-epoch photo-only fine-tuning run of the tiny model: a labeller to test with."""
+    settings = [f"data={data}", f"prompts={prompts}", "model=clipft-tiny", "epochs=2", "batch_size=8",
+                f"cache_dir={cache}", "wise_alphas=[1.0]", "inputs=image", *overrides]
+    run(["finetune", *[a for s in settings for a in ("--set", s)], "--out", str(out), "--quiet"])
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_model():
     from clipft.models import TINY_MODEL, load_model

@@ -2,18 +2,10 @@ import json
 
 import numpy as np
 import pandas as pd
-from click.testing import CliRunner
 
 from clipft.audit import label_issues
-from clipft.cli import cli
 from clipft.commands.sample_data import make_catalogue
-from conftest import REPO
-
-
-def run(args, expect=0):
-    result = CliRunner().invoke(cli, args)
-    assert result.exit_code == expect, result.output + repr(result.exception)
-    return result
+from conftest import REPO, run
 
 
 def test_label_issues_finds_flipped_labels_in_separable_data():

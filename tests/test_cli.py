@@ -6,15 +6,9 @@ from click.testing import CliRunner
 
 from clipft.cli import cli
 from clipft.commands.sample_data import make_catalogue
-from conftest import REPO
+from conftest import REPO, run
 
 PROMPTS = [str(REPO / "prompts" / f"{name}.yaml") for name in ("color", "sleeve", "lid")]
-
-
-def run(args, expect=0):
-    result = CliRunner().invoke(cli, args)
-    assert result.exit_code == expect, result.output + repr(result.exception)
-    return result
 
 
 def zeroshot_args(csv, out, cache, *extra):

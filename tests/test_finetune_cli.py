@@ -2,17 +2,9 @@ import json
 
 import pandas as pd
 import torch
-from click.testing import CliRunner
 
-from clipft.cli import cli
 from clipft.commands.sample_data import make_catalogue
-from conftest import REPO
-
-
-def run(args, expect=0):
-    result = CliRunner().invoke(cli, args)
-    assert result.exit_code == expect, result.output + repr(result.exception)
-    return result
+from conftest import REPO, run
 
 
 def test_finetune_end_to_end_then_zeroshot_with_the_checkpoint(tmp_path):

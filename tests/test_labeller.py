@@ -5,21 +5,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
-from clipft.cli import cli
 from clipft.commands.sample_data import make_catalogue
 from clipft.labeller import Labeller, LabellerError
-from conftest import REPO
+from conftest import REPO, run
 
 PROMPTS = f"[{REPO}/prompts/color.yaml, {REPO}/prompts/lid.yaml]"
-
-
-def run(args, expect=0):
-    result = CliRunner().invoke(cli, args)
-    assert result.exit_code == expect, result.output + repr(result.exception)
-    return result
 
 
 @pytest.fixture(scope="module")

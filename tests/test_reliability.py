@@ -6,19 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from click.testing import CliRunner
 
 from clipft.cache.store import CacheError, EmbeddingStore
-from clipft.cli import cli
 from clipft.commands.sample_data import make_catalogue
 from clipft.fileio import atomic_write
-from conftest import REPO
-
-
-def run(args, expect=0):
-    result = CliRunner().invoke(cli, args)
-    assert result.exit_code == expect, result.output + repr(result.exception)
-    return result
+from conftest import REPO, run
 
 
 def test_outputs_follow_the_umask(tmp_path):

@@ -20,6 +20,7 @@ from ..fileio import atomic_write
 from .finetune import run_finetune
 from .predict import run_predict
 from ..catalogue import CatalogueSource
+from ..reporting.html_report import write_report
 from ..reporting.plots import plot_comparison
 from ..reporting.tables import model_label
 from .sample_data import make_catalogue
@@ -70,6 +71,7 @@ def run_demo(out_dir, prompts_dir=None, n: int = 600, shots: int = 8, seed: int 
     plot_comparison(table, out / "comparison.png", title=f"Demo: test split of {n} generated products")
     review = run_predict(out / "finetune", CatalogueSource(str(held_out(data, out / "finetune" / "splits.csv"))),
                          out / "predict", cache_dir=cache_dir, progress=progress)
+    write_report([out / "align", out / "finetune", out / "predict"], out / "report.html")
     return table, review
 
 

@@ -21,7 +21,7 @@ from ..reporting.review import ReviewResults, predicted_frame, review_frame, wri
 
 
 OUTPUTS = ("predictions.csv", "review.csv", "review_labelstudio.json", "labelstudio_config.xml",
-           "metrics.json", "skipped.csv", "risk_coverage.png")
+           "metrics.json", "skipped.csv", "risk_coverage.png", "mistakes.csv")
 
 
 @dataclass
@@ -108,4 +108,5 @@ def run_predict(run: str | Path, source: CatalogueSource, out: str | Path, attri
                                       "calibration": calibration, "attributes": totals.metrics})
     if totals.metrics:
         results.plot(out / "risk_coverage.png")
+        results.mistakes.write(out / "mistakes.csv")
     return totals

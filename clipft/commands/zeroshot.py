@@ -22,7 +22,7 @@ from ..reporting.results import LabelledResults, predictions_frame, skipped_fram
 from ..zeroshot import ScoredCatalogue, zeroshot_catalogue
 
 
-OUTPUTS = ("predictions.csv", "metrics.json", "skipped.csv")
+OUTPUTS = ("predictions.csv", "metrics.json", "skipped.csv", "mistakes.csv")
 
 
 @dataclass
@@ -61,6 +61,7 @@ def write_zeroshot_report(chunks: Iterable[ScoredCatalogue], out_dir: str | Path
             pd.concat(skipped, ignore_index=True).to_csv(f, index=False)
     totals.metrics = results.metrics()
     if totals.metrics:
+        results.mistakes.write(out / "mistakes.csv")
         seconds = {"seconds": round(time.perf_counter() - started, 2)} if started is not None else {}
         write_json(out / "metrics.json", {"run": run_info | seconds, "attributes": totals.metrics})
         for attribute in totals.metrics:

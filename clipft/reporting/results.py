@@ -48,12 +48,40 @@ def labelled_pairs(scored: ScoredCatalogue, predictions: pd.DataFrame, spec: Pro
     return labels[check.known].astype(str), predictions[spec.attribute].to_numpy()[check.known], check
 
 
+class ConfidentMistakes:
+    """The most confident wrong predictions per attribute, kept (``keep`` of them) while a
+    catalogue streams by: what a catalogue team looks at first (mistakes.csv, the report)."""
+
+    COLUMNS = ["attribute", "id", "image", "label", "predicted", "probability"]
+
+    def __init__(self, keep: int = 48):
+        self.keep = keep
+        self.frames: dict[str, pd.DataFrame] = {}
+
+    def add(self, attribute: str, ids, images, labels, predicted, probability) -> None:
+        frame = pd.DataFrame({"attribute": attribute, "id": np.asarray(ids, dtype=object),
+                              "image": [str(p) for p in images], "label": np.asarray(labels, dtype=str),
+                              "predicted": np.asarray(predicted, dtype=str), "probability": np.asarray(probability)})
+        frame = frame[frame["label"] != frame["predicted"]]
+        if attribute in self.frames:
+            frame = pd.concat([self.frames[attribute], frame], ignore_index=True)
+        self.frames[attribute] = frame.sort_values("probability", ascending=False, kind="stable").head(self.keep)
+
+    def write(self, path: str | Path) -> None:
+        """mistakes.csv: per attribute, the wrong labels the model was surest of, surest first."""
+        frames = [f for f in self.frames.values() if len(f)]
+        table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=self.COLUMNS)
+        with atomic_write(path) as f:
+            table.to_csv(f, index=False)
+
+
 class LabelledResults:
     """True labels and predictions of the labelled attributes, gathered chunk by chunk of a
     catalogue, and the label counts that go with them; the metrics are computed once at the end."""
 
     def __init__(self):
         self.entries: dict[str, dict] = {}
+        self.mistakes = ConfidentMistakes()
 
     def add(self, scored: ScoredCatalogue, predictions: pd.DataFrame) -> None:
         for spec in labelled_specs(scored):
@@ -67,6 +95,10 @@ class LabelledResults:
             entry["skipped_images"] += len(scored.skipped)
             entry["missing_labels"] += check.missing
             entry["unknown_values"].update(check.unknown)
+            rows = scored.rows[check.known]
+            self.mistakes.add(spec.attribute, predictions["id"].to_numpy()[check.known],
+                              [scored.catalogue.image_paths[r] for r in rows], y_true, y_pred,
+                              predictions[f"{spec.attribute}_prob"].to_numpy()[check.known])
 
     def pairs(self, attribute: str) -> tuple[np.ndarray, np.ndarray]:
         entry = self.entries[attribute]

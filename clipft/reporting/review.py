@@ -13,7 +13,7 @@ from ..catalogue import Catalogue
 from ..fileio import atomic_write, write_json
 from ..metrics import check_labels
 from .plots import save_figure, subplots
-from .results import top_k
+from .results import ConfidentMistakes, top_k
 
 
 def predicted_frame(catalogue: Catalogue, rows: np.ndarray, proba: dict, heads: dict) -> pd.DataFrame:
@@ -51,6 +51,7 @@ class ReviewResults:
     def __init__(self, heads: dict):
         self.heads = heads
         self.entries: dict[str, dict[str, list]] = {}
+        self.mistakes = ConfidentMistakes()
 
     def add(self, catalogue: Catalogue, rows: np.ndarray, predicted: pd.DataFrame) -> None:
         for name, head in self.heads.items():
@@ -63,6 +64,8 @@ class ReviewResults:
             entry["pred"].append(predicted[name].to_numpy()[known].astype(str))
             entry["conf"].append(predicted[f"{name}_prob"].to_numpy()[known])
             entry["auto"].append(predicted[f"{name}_status"].to_numpy()[known] == "auto")
+            self.mistakes.add(name, predicted["id"].to_numpy()[known], [catalogue.image_paths[r] for r in rows[known]],
+                              entry["y"][-1], entry["pred"][-1], entry["conf"][-1])
 
     def arrays(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         entry = {k: np.concatenate(v) for k, v in self.entries[name].items()}
