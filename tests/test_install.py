@@ -46,3 +46,20 @@ def test_a_wheel_installed_elsewhere_runs_with_its_shipped_files(installed):
     assert "align-lite0-minilm" in sh(clipft, "align", "--help", cwd=tmp)
     names = sh(python, "-c", "from clipft.shipped import shipped_names as n; print(n('prompts'), n('configs'))", cwd=tmp)
     assert "'color'" in names and "'finetune-fashion'" in names
+
+
+def test_users_keep_their_torch_and_this_machine_keeps_its_exact_versions():
+    import configparser
+
+    from packaging.requirements import Requirement
+
+    setup = configparser.ConfigParser()
+    setup.read(REPO / "setup.cfg")
+    requirements = {r.name: r for r in map(Requirement, filter(None, (
+        line.split("#")[0].strip() for line in setup["options"]["install_requires"].splitlines())))}
+    for name in ("torch", "torchvision"):
+        assert not any(spec.operator == "==" for spec in requirements[name].specifier), requirements[name]
+    assert any(spec.operator == "<" for spec in requirements["open_clip_torch"].specifier)  # private internals used
+    pins = (REPO / "constraints.txt").read_text().split()
+    assert "torch==2.14.1" in pins and "torchvision==0.29.1" in pins
+    assert "-c constraints.txt" in (REPO / "Makefile").read_text()
