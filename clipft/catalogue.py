@@ -175,24 +175,13 @@ def catalogue_from_frame(frame: pd.DataFrame, source: Path, image_column: str | 
     lines = frame.index.tolist()
     frame = frame.reset_index(drop=True)
 
-    base = source.parent
-    images_root = Path(image_dir) if image_dir is not None else base / "images"
+    images_root = Path(image_dir) if image_dir is not None else source.parent / "images"
     refs = frame[image_col] if image_col is not None else frame[id_col]
-    paths: list[Path] = []
-    missing: list[BadImage] = []
-    for row, (ref, line) in enumerate(zip(refs, lines)):
-        if pd.isna(ref) or not str(ref).strip():
-            missing.append(BadImage(row, line, "", f"empty {image_col or id_col}"))
-            paths.append(Path())
-            continue
-        ref = str(ref).strip()
-        if image_col is not None or ref.lower().endswith(_IMAGE_SUFFIXES):
-            path = Path(ref) if os.path.isabs(ref) else base / ref
-        else:
-            path = images_root / f"{ref}.jpg"
-        paths.append(path)
-        if not path.is_file():
-            missing.append(BadImage(row, line, str(path), "file not found"))
+    # Catalogues repeat photos: each distinct reference is resolved and checked once.
+    resolved = {ref: _resolve_image(ref, source.parent, images_root, image_col, id_col) for ref in refs.unique()}
+    paths = [resolved[ref][0] for ref in refs]
+    missing = [BadImage(row, line, resolved[ref][2], resolved[ref][1])
+               for row, (ref, line) in enumerate(zip(refs, lines)) if resolved[ref][1]]
 
     ids = frame[id_col].tolist() if id_col is not None else [str(line) for line in lines]
     return Catalogue(source, frame, paths, [str(i) for i in ids], lines, title_col, missing)
@@ -231,6 +220,19 @@ class CatalogueSource:
             raise CatalogueError(str(err)) from None
         except _READ_ERRORS as err:
             raise _read_error(Path(self.data), err) from None
+
+
+def _resolve_image(ref, base: Path, images_root: Path, image_col: str | None, id_col: str | None):
+    """(the photo's path, why it is unusable or "", the path as reported): a path as given
+    (relative to the CSV) in the image column, or an id as ``images_root/<id>.jpg``."""
+    if pd.isna(ref) or not str(ref).strip():
+        return Path(), f"empty {image_col or id_col}", ""
+    ref = str(ref).strip()
+    if image_col is not None or ref.lower().endswith(_IMAGE_SUFFIXES):
+        path = Path(ref) if os.path.isabs(ref) else base / ref
+    else:
+        path = images_root / f"{ref}.jpg"
+    return path, "" if path.is_file() else "file not found", str(path)
 
 
 @dataclass

@@ -37,17 +37,26 @@ def check_labels(labels, classes) -> LabelCheck:
 def metric_labels(y_true, y_pred) -> list[str]:
     """The classes a metric averages over: those present in the truth or the predictions
     (scikit-learn's default), so classes absent from the data do not count as zero F1."""
-    return sorted(set(y_true) | set(y_pred))
+    return sorted(pd.unique(np.concatenate([np.asarray(y_true, dtype=object), np.asarray(y_pred, dtype=object)])))
+
+
+def label_codes(y_true, y_pred) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Both label lists as indices into :func:`metric_labels`: scikit-learn checks and sorts
+    string labels element by element, which takes seconds on a million rows; integers are
+    scored the same in milliseconds."""
+    labels = metric_labels(y_true, y_pred)
+    index = pd.Index(labels)
+    return index.get_indexer(np.asarray(y_true, dtype=object)), index.get_indexer(np.asarray(y_pred, dtype=object)), labels
 
 
 def classification_metrics(y_true, y_pred) -> dict:
     """Accuracy, macro-F1, balanced accuracy and per-class precision/recall/F1/support."""
-    y_true, y_pred = list(y_true), list(y_pred)
-    if not y_true:
+    if not len(y_true):
         raise ValueError("classification_metrics: no labelled rows to score")
-    labels = metric_labels(y_true, y_pred)
+    y_true, y_pred, labels = label_codes(y_true, y_pred)
+    codes = np.arange(len(labels))
     precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0
+        y_true, y_pred, labels=codes, zero_division=0
     )
     with warnings.catch_warnings():
         # Predicting a class absent from the truth is normal in zero-shot scoring.
@@ -56,7 +65,7 @@ def classification_metrics(y_true, y_pred) -> dict:
     return {
         "n": len(y_true),
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=codes, average="macro", zero_division=0)),
         "balanced_accuracy": float(balanced),
         "per_class": {
             label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import pickle
 import os
+import pickle
+import weakref
 from pathlib import Path
 
 import open_clip
@@ -140,4 +141,16 @@ def tower_fingerprint(model: torch.nn.Module, tower: str) -> str:
     """
     if tower not in ("image", "text"):
         raise ValueError(f"tower must be 'image' or 'text', got {tower!r}")
-    return weights_fingerprint({k: v for k, v in model.state_dict().items() if k.startswith("visual.") == (tower == "image")})
+    tensors = {k: v for k, v in model.state_dict().items() if k.startswith("visual.") == (tower == "image")}
+    # Hashed once per process while the weights stay as they are: each tensor's storage and
+    # in-place version counter (which every optimiser step and load_state_dict bumps) say so.
+    state = tuple((k, v.data_ptr(), v._version, v.dtype, tuple(v.shape)) for k, v in tensors.items())
+    known = _FINGERPRINTS.get((id(model), tower))
+    if known is not None and known[0]() is model and known[1] == state:
+        return known[2]
+    fingerprint = weights_fingerprint(tensors)
+    _FINGERPRINTS[(id(model), tower)] = (weakref.ref(model), state, fingerprint)
+    return fingerprint
+
+
+_FINGERPRINTS: dict = {}  # (id(model), tower) -> (weak reference to the model, weights' state, fingerprint)

@@ -139,3 +139,32 @@ def test_store_memory_maps_finished_shards_and_ignores_unfinished_ones(tmp_path)
     assert len(reopened) == 3 and any(isinstance(s, np.memmap) for s in reopened._shards)
     np.testing.assert_array_equal(reopened.get(["c", "a", "c"]), [[4, 5], [0, 1], [4, 5]])
     assert reopened.get([]).shape == (0, 2)
+
+
+def test_a_photo_named_by_many_rows_is_encoded_once_and_given_to_each(tmp_path, tiny_model):
+    model, preprocess, _ = tiny_model
+    distinct = images(tmp_path, 3)
+    rows = [distinct[i] for i in (2, 0, 2, 2, 1, 0)] + [tmp_path / "gone.png", distinct[1]]
+    counting = CountingModel(model)
+    result = encode_images(counting, preprocess, rows, tmp_path / "cache", batch_size=2, progress=False)
+    assert counting.images == 3 and result.encoded == 3
+    alone = encode_images(model, preprocess, distinct, tmp_path / "cache", progress=False).embeddings
+    np.testing.assert_array_equal(result.embeddings[[0, 1, 2, 3, 4, 5, 7]], alone[[2, 0, 2, 2, 1, 0, 1]])
+    assert set(result.failed) == {6} and np.isnan(result.embeddings[6]).all()
+
+
+def test_tower_fingerprints_are_remembered_until_the_weights_change(tiny_model):
+    import copy
+
+    from clipft.models import tower_fingerprint
+
+    model = copy.deepcopy(tiny_model[0])
+    start = tower_fingerprint(model, "image")
+    assert tower_fingerprint(model, "image") == start
+    original = copy.deepcopy(model.state_dict())
+    with torch.no_grad():
+        next(model.visual.parameters()).add_(1.0)  # an optimiser step changes weights in place
+    changed = tower_fingerprint(model, "image")
+    assert changed != start and tower_fingerprint(model, "text") == tower_fingerprint(tiny_model[0], "text")
+    model.load_state_dict(original)
+    assert tower_fingerprint(model, "image") == start

@@ -58,3 +58,15 @@ def test_the_report_inlines_everything_and_puts_runs_side_by_side(runs):
 def test_a_folder_that_is_not_a_run_is_refused(tmp_path):
     result = run(["report", str(tmp_path), "--out", str(tmp_path / "r.html")], expect=1)
     assert "not a clipft run folder" in result.output
+
+
+def test_top_k_text_is_the_three_likeliest_classes_with_three_decimals():
+    import numpy as np
+
+    from clipft.reporting.results import top_k
+
+    proba = np.random.default_rng(0).dirichlet(np.ones(5), size=200)
+    classes = ["a", "b", "c", "d", "e"]
+    expected = [";".join(f"{classes[j]}:{row[j]:.3f}" for j in np.argsort(-row)[:3]) for row in proba]
+    assert top_k(proba, classes) == expected
+    assert top_k(np.array([[0.0, 1.0]]), ["x", "y"]) == ["y:1.000;x:0.000"]

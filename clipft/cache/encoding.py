@@ -113,9 +113,21 @@ def encode_images(
     Finished embeddings are written to the cache every ``shard_size`` images and when the
     pass stops for any reason, so an interrupted run resumes where it stopped. Under torchrun
     each rank encodes every N-th missing image into shards of its own; all ranks then read the
-    whole cache, so a rank that dies loses only its unfinished shard.
+    whole cache, so a rank that dies loses only its unfinished shard. A file named by several
+    rows is read, checked and looked up once.
     """
-    paths = [Path(p) for p in paths]
+    names = [str(p) for p in paths]
+    distinct, inverse = np.unique(np.asarray(names, dtype=object), return_inverse=True) if names else ([], [])
+    encoding = _encode_distinct([Path(p) for p in distinct], model, preprocess, cache_dir, device, batch_size,
+                                workers, shard_size, progress)
+    if not names:
+        return encoding
+    failed = {row: encoding.failed[i] for row, i in enumerate(inverse) if i in encoding.failed}
+    return ImageEncoding(encoding.embeddings[inverse], failed, encoding.encoded)
+
+
+def _encode_distinct(paths: list[Path], model, preprocess, cache_dir, device, batch_size: int, workers: int,
+                     shard_size: int, progress: bool) -> ImageEncoding:
     world = current_world()
     barrier()  # every rank reads the same cache before any rank adds to it...
     store = image_store(model, preprocess, cache_dir)
@@ -167,7 +179,8 @@ def encode_texts(
     if cache:
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         store = EmbeddingStore(root / "text" / short_hash(tower_fingerprint(model, "text"), tokenizer_id(tokenizer)))
-    todo = sorted({t for t in texts if t not in store})
+    distinct = list(dict.fromkeys(texts))  # catalogues repeat titles: look each one up once
+    todo = sorted(t for t in distinct if t not in store)
     if todo:
         chunks = []
         with torch.no_grad():
@@ -175,7 +188,10 @@ def encode_texts(
                 tokens = tokenizer(todo[start : start + batch_size]).to(device)
                 chunks.append(model.encode_text(tokens).float().cpu().numpy())
         store.add(todo, np.concatenate(chunks))
-    return store.get(list(texts))
+    if len(distinct) == len(texts):
+        return store.get(list(texts))
+    position = {t: i for i, t in enumerate(distinct)}
+    return store.get(distinct)[[position[t] for t in texts]]
 
 
 def encode_catalogue(model, preprocess, catalogue: Catalogue, skip_bad: bool = False, cache_dir=None,

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay
 
 from ..fileio import atomic_write
-from ..metrics import metric_labels
+from ..metrics import label_codes
 
 
 def subplots(*args, **kwargs):
@@ -24,11 +25,11 @@ def save_figure(fig, path: str | os.PathLike) -> None:
 
 def plot_confusion_matrix(y_true, y_pred, title: str, path: str | os.PathLike) -> None:
     """Row-normalised confusion matrix (each row: where the photos of one true class went)."""
-    labels = metric_labels(y_true, y_pred)
+    y_true, y_pred, labels = label_codes(y_true, y_pred)
     side = max(4.0, 0.45 * len(labels) + 2)
     fig, ax = subplots(figsize=(side, side))
     ConfusionMatrixDisplay.from_predictions(
-        y_true, y_pred, labels=labels, normalize="true", values_format=".2f",
+        y_true, y_pred, labels=np.arange(len(labels)), display_labels=labels, normalize="true", values_format=".2f",
         include_values=len(labels) <= 20, cmap="Blues", colorbar=False, ax=ax, xticks_rotation=90,
     )
     ax.set_title(f"{title} (n={len(y_true)}, rows normalised)")

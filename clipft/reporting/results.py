@@ -17,9 +17,17 @@ from ..zeroshot import ScoredCatalogue
 TOP_K = 3
 
 
+_THOUSANDTHS = np.array([f"{i / 1000:.3f}" for i in range(1001)], dtype=object)
+
+
 def top_k(proba: np.ndarray, classes, k: int = TOP_K) -> list[str]:
+    """Per row, ``value:prob;value:prob;...`` for the ``k`` likeliest classes (3 decimals)."""
     order = np.argsort(-proba, axis=1)[:, :k]
-    return [";".join(f"{classes[j]}:{row[j]:.3f}" for j in idx) for row, idx in zip(proba, order)]
+    names = np.asarray(classes, dtype=object)[order]
+    # one formatted string per thousandth instead of one float format per cell: a million rows in seconds
+    probs = _THOUSANDTHS[np.rint(np.take_along_axis(proba, order, axis=1) * 1000).astype(int)]
+    cells = names + ":" + probs
+    return [";".join(row) for row in cells]
 
 
 def predictions_frame(scored: ScoredCatalogue) -> pd.DataFrame:
