@@ -70,7 +70,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--images", type=int, default=2000, help="distinct real products the rows point at")
-    parser.add_argument("--chunk-size", type=int, default=100_000)
+    parser.add_argument("--chunk-size", type=int, default=50_000)
     parser.add_argument("--pretrained", default=None, help="lite0-minilm checkpoint (e.g. the aligned one)")
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--seed", type=int, default=0)

@@ -57,7 +57,11 @@ class Catalogue:
     def titles(self) -> list[str | None]:
         if self.title_column is None:
             return [None] * len(self)
-        return [None if pd.isna(t) or not str(t).strip() else str(t) for t in self.frame[self.title_column]]
+        column = self.frame[self.title_column].astype(object)
+        blank = column.isna() | (column.astype(str).str.strip() == "")
+        values = column.astype(str).to_numpy(dtype=object)
+        values[blank.to_numpy()] = None
+        return values.tolist()
 
 
 def _pick_column(frame: pd.DataFrame, wanted: str | None, candidates, what: str, source: Path) -> str | None:
@@ -179,7 +183,7 @@ def catalogue_from_frame(frame: pd.DataFrame, source: Path, image_column: str | 
     refs = frame[image_col] if image_col is not None else frame[id_col]
     # Catalogues repeat photos: each distinct reference is resolved and checked once.
     resolved = {ref: _resolve_image(ref, source.parent, images_root, image_col, id_col) for ref in refs.unique()}
-    paths = [resolved[ref][0] for ref in refs]
+    paths = refs.map(lambda ref: resolved[ref][0]).tolist()
     missing = [BadImage(row, line, resolved[ref][2], resolved[ref][1])
                for row, (ref, line) in enumerate(zip(refs, lines)) if resolved[ref][1]]
 
@@ -198,7 +202,7 @@ class CatalogueSource:
     image_dir: str | None = None
     limit: int | None = None
     seed: int = 0
-    chunk_size: int = 100_000
+    chunk_size: int = 50_000
     sep: str | None = None
     skip_bad: bool = False  # skip malformed lines (missing photos are skipped by the commands)
 

@@ -143,7 +143,7 @@ def sample_data(out: str, n: int, size: int, seed: int) -> None:
 @click.option("--text-only", "inputs", flag_value="text", help="Score the titles alone (photos are not read).")
 @click.option("--title-weight", default=0.5, show_default=True, type=click.FloatRange(0, 1),
               help="Weight of the title in image+title fusion (0: the photo alone, 1: the title alone).")
-@click.option("--chunk-size", default=100_000, show_default=True, type=click.IntRange(min=1),
+@click.option("--chunk-size", default=50_000, show_default=True, type=click.IntRange(min=1),
               help="Rows read, scored and written at a time: memory stays flat for catalogues of any length.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for predictions.csv, metrics.json and plots.")
 @model_options
@@ -188,7 +188,7 @@ def zeroshot(prompt_files, data, image_column, id_column, image_dir, sep, limit,
 @click.option("--target-precision", default=None, type=click.FloatRange(0, 1, min_open=True),
               help="Auto-accept a label when its calibrated confidence reaches the threshold at which the run's "
               "validation split reached this precision (default: the run's, 0.95).")
-@click.option("--chunk-size", default=100_000, show_default=True, type=click.IntRange(min=1),
+@click.option("--chunk-size", default=50_000, show_default=True, type=click.IntRange(min=1),
               help="Rows read, labelled and written at a time.")
 @click.option("--image-url-prefix", default="", help="Prefix for image paths in the Label Studio tasks "
               "(e.g. /data/local-files/?d= for Label Studio's local file serving).")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
@@ -116,13 +117,15 @@ def encode_images(
     whole cache, so a rank that dies loses only its unfinished shard. A file named by several
     rows is read, checked and looked up once.
     """
-    names = [str(p) for p in paths]
-    distinct, inverse = np.unique(np.asarray(names, dtype=object), return_inverse=True) if names else ([], [])
+    inverse, distinct = pd.factorize(pd.Series([os.fspath(p) for p in paths], dtype=object))
     encoding = _encode_distinct([Path(p) for p in distinct], model, preprocess, cache_dir, device, batch_size,
                                 workers, shard_size, progress)
-    if not names:
+    if not len(inverse):
         return encoding
-    failed = {row: encoding.failed[i] for row, i in enumerate(inverse) if i in encoding.failed}
+    failed = {}
+    if encoding.failed:
+        failed = {int(row): encoding.failed[int(inverse[row])]
+                  for row in np.flatnonzero(np.isin(inverse, list(encoding.failed)))}
     return ImageEncoding(encoding.embeddings[inverse], failed, encoding.encoded)
 
 
@@ -202,9 +205,9 @@ def encode_catalogue(model, preprocess, catalogue: Catalogue, skip_bad: bool = F
     pass (the good embeddings are cached by then), unless ``skip_bad`` is set.
     """
     check_images(catalogue, skip_bad)
-    missing = {b.row for b in catalogue.missing}
-    candidates = np.array([r for r in range(len(catalogue)) if r not in missing], dtype=int)
-    encoding = encode_images(model, preprocess, [catalogue.image_paths[r] for r in candidates], cache_dir, device,
+    candidates = np.setdiff1d(np.arange(len(catalogue)), np.array([b.row for b in catalogue.missing], dtype=int))
+    paths = catalogue.image_paths
+    encoding = encode_images(model, preprocess, [paths[r] for r in candidates.tolist()], cache_dir, device,
                              batch_size=batch_size, workers=workers, progress=progress)
     undecodable = [BadImage(int(candidates[i]), catalogue.lines[candidates[i]], str(catalogue.image_paths[candidates[i]]),
                             reason) for i, reason in sorted(encoding.failed.items())]
