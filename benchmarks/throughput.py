@@ -1,11 +1,13 @@
-"""Zero-shot throughput: images/s uncached (decode + encode + score) and cached (score only),
-and peak memory, for the offline model and a randomly initialised ViT-B-32.
+"""Encoding throughput per model and precision, in one run and one process per model:
+the image tower's forward pass alone on decoded photos (the limit), a plain OpenCLIP loop
+(decode, preprocess, encode: what a user would write), and clipft zero-shot uncached (decode +
+encode + score) and cached (score only), with their ratios to the limit; and how close each
+precision's image embeddings are to fp32 (cosine).
 
-    python benchmarks/throughput.py --n 512
+    python benchmarks/throughput.py --n 256
 
 Uses the fashion photos in ../shared/data/fashion when present, else a generated catalogue.
-Each model runs in its own process so that its peak memory is its own. Results go to
-benchmarks/results/throughput.{json,md}.
+Results go to benchmarks/results/throughput.{json,md}.
 """
 from __future__ import annotations
 
@@ -31,58 +33,122 @@ FASHION = REPO.parent / "shared" / "data" / "fashion" / "styles.csv"
 MODELS = [("lite0-minilm", None), ("ViT-B-32", "random")]
 
 
-def measure(model_name: str, pretrained: str | None, data: str, n: int, batch_size: int, workers: int, seed: int) -> dict:
+def decoded(paths, preprocess, batch_size: int):
+    import torch
+    from PIL import Image
+
+    from clipft.catalogue import to_rgb
+
+    tensors = []
+    for path in paths:
+        with Image.open(path) as img:
+            tensors.append(preprocess(to_rgb(img)))
+    return [torch.stack(tensors[i : i + batch_size]) for i in range(0, len(tensors), batch_size)]
+
+
+def forward_alone(model, batches):
+    """img/s of the image tower alone at the current precision, and its embeddings."""
     import torch
 
-    from clipft import load_catalogue, load_model, load_prompt_specs, zeroshot_catalogue
+    from clipft.precision import prepared_encoder
 
-    specs = load_prompt_specs([REPO / "prompts" / "color.yaml", REPO / "prompts" / "gender.yaml"])
-    catalogue = load_catalogue(data, limit=n, seed=seed)
-    torch.manual_seed(seed)
+    encoder, context = prepared_encoder(model, "cpu")
+    with torch.no_grad(), context:
+        encoder.encode_image(batches[0][:2].to(memory_format=torch.channels_last))  # warm-up
+        start = time.perf_counter()
+        out = [encoder.encode_image(b.to(memory_format=torch.channels_last)).float() for b in batches]
+    return sum(len(b) for b in batches) / (time.perf_counter() - start), torch.cat(out).numpy()
+
+
+def plain_openclip(model, preprocess, paths, batch_size: int) -> float:
+    """img/s of the loop a user would write: open, preprocess, encode, fp32."""
+    import torch
+    from PIL import Image
+
     start = time.perf_counter()
-    model, preprocess, tokenizer = load_model(model_name, pretrained)
-    load_s = time.perf_counter() - start
+    with torch.no_grad():
+        for i in range(0, len(paths), batch_size):
+            batch = torch.stack([preprocess(Image.open(p).convert("RGB")) for p in paths[i : i + batch_size]])
+            model.encode_image(batch)
+    return len(paths) / (time.perf_counter() - start)
+
+
+def clipft_rates(model, preprocess, tokenizer, catalogue, specs, batch_size: int, workers: int) -> dict:
+    from clipft import zeroshot_catalogue
+
+    from clipft.zeroshot import ZeroShotClassifier
+
+    rates = {}
     with tempfile.TemporaryDirectory() as cache:
-        timings = {}
+        for spec in specs:  # prompts encoded first: "uncached" is about photos
+            ZeroShotClassifier(model, tokenizer, spec, cache).fit()
         for phase in ("uncached", "cached"):
             start = time.perf_counter()
             scored = zeroshot_catalogue(model, preprocess, tokenizer, catalogue, specs, cache_dir=cache,
                                         batch_size=batch_size, workers=workers, progress=False)
-            timings[phase] = time.perf_counter() - start
+            rates[phase] = len(catalogue) / (time.perf_counter() - start)
             assert len(scored.rows) == len(catalogue)
-    peak_main = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    peak_workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {
-        "model": model_name,
-        "pretrained": pretrained or "default",
-        "images": len(catalogue),
-        "attributes": len(specs),
-        "model_load_s": round(load_s, 2),
-        "uncached_s": round(timings["uncached"], 2),
-        "uncached_img_per_s": round(len(catalogue) / timings["uncached"], 1),
-        "cached_s": round(timings["cached"], 3),
-        "cached_img_per_s": round(len(catalogue) / timings["cached"], 1),
-        "peak_rss_main_mib": round(peak_main),
-        "peak_rss_worker_mib": round(peak_workers),
-    }
+    return rates
+
+
+def cosines(reference, other):
+    import numpy as np
+
+    a = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+    b = other / np.linalg.norm(other, axis=1, keepdims=True)
+    return (a * b).sum(axis=1)
+
+
+def measure(model_name: str, pretrained: str | None, data: str, n: int, batch_size: int, workers: int, seed: int,
+            precisions: list[str]) -> list[dict]:
+    import torch
+
+    from clipft import load_catalogue, load_model, load_prompt_specs
+    from clipft.precision import encoding_precision
+
+    specs = load_prompt_specs(["color", "gender"])
+    catalogue = load_catalogue(data, limit=n, seed=seed)
+    torch.manual_seed(seed)
+    model, preprocess, tokenizer = load_model(model_name, pretrained)
+    batches = decoded(catalogue.image_paths, preprocess, batch_size)
+    plain = plain_openclip(model, preprocess, catalogue.image_paths, batch_size)
+    rows, reference = [], None
+    for precision in precisions:
+        with encoding_precision(precision):
+            limit, embeddings = forward_alone(model, batches)
+            rates = clipft_rates(model, preprocess, tokenizer, catalogue, specs, batch_size, workers)
+        reference = embeddings if reference is None else reference
+        cos = cosines(reference, embeddings)
+        rows.append({"model": model_name, "pretrained": pretrained or "default", "precision": precision,
+                     "images": len(catalogue), "forward_img_per_s": round(limit, 1),
+                     "plain_openclip_fp32_img_per_s": round(plain, 1),
+                     "uncached_img_per_s": round(rates["uncached"], 1), "cached_img_per_s": round(rates["cached"], 1),
+                     "uncached_to_limit": round(rates["uncached"] / limit, 3),
+                     "cosine_to_fp32_min": round(float(cos.min()), 5), "cosine_to_fp32_mean": round(float(cos.mean()), 5),
+                     "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)})
+    return rows
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
     lines = [
-        f"Zero-shot throughput, {meta['images']} images from {meta['data']}, batch {meta['batch_size']}, "
-        f"{meta['workers']} decode workers, {meta['cpus']} CPU cores, torch threads {meta['threads']}.",
+        f"Encoding throughput, {meta['images']} images from {meta['data']}, batch {meta['batch_size']}, "
+        f"{meta['workers']} decode workers, {meta['cpus']} CPU cores, torch threads {meta['threads']}; "
+        f"`{meta['command']}`. img/s; 'limit' is the image tower's forward pass alone at that precision; "
+        "ratios are to the fp32 limit of the same model and run.",
         "",
         "",
     ]
+    table = pd.DataFrame(rows)
+    fp32 = table[table["precision"] == "fp32"].set_index("model")["forward_img_per_s"]
     table = pd.DataFrame({
-        "model": [r["model"] for r in rows],
-        "weights": [r["pretrained"] for r in rows],
-        "uncached img/s": [r["uncached_img_per_s"] for r in rows],
-        "cached img/s": [r["cached_img_per_s"] for r in rows],
-        "model load s": [r["model_load_s"] for r in rows],
-        "peak RSS MiB: main / child processes": [f"{r['peak_rss_main_mib']} / {r['peak_rss_worker_mib']}" for r in rows],
+        "model": table["model"], "weights": table["pretrained"], "precision": table["precision"],
+        "limit": table["forward_img_per_s"], "plain OpenCLIP (fp32)": table["plain_openclip_fp32_img_per_s"],
+        "clipft uncached": table["uncached_img_per_s"], "cached": table["cached_img_per_s"],
+        "uncached / own limit": table["uncached_to_limit"],
+        "uncached / fp32 limit": (table["uncached_img_per_s"] / table["model"].map(fp32)).round(2),
+        "cosine to fp32 (min)": table["cosine_to_fp32_min"],
     })
-    return "\n".join(lines) + markdown_table(table, digits=1)
+    return "\n".join(lines) + markdown_table(table, digits=3)
 
 
 def main() -> None:
@@ -93,13 +159,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument("--precisions", default="fp32,amp_bf16,int8", help="comma-separated (amp = amp_bf16 on a CPU)")
     parser.add_argument("--one", nargs=2, metavar=("MODEL", "PRETRAINED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.one:
         name, pretrained = args.one
         print(json.dumps(measure(name, None if pretrained == "default" else pretrained, args.data, args.n,
-                                 args.batch_size, args.workers, args.seed)))
+                                 args.batch_size, args.workers, args.seed, args.precisions.split(","))))
         return
 
     data = args.data
@@ -113,9 +180,10 @@ def main() -> None:
     rows = []
     for name, pretrained in MODELS:
         cmd = [sys.executable, __file__, "--one", name, pretrained or "default", "--data", data, "--n", str(args.n),
-               "--batch-size", str(args.batch_size), "--workers", str(args.workers), "--seed", str(args.seed)]
+               "--batch-size", str(args.batch_size), "--workers", str(args.workers), "--seed", str(args.seed),
+               "--precisions", args.precisions]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        rows.append(json.loads(out.strip().splitlines()[-1]))
+        rows += json.loads(out.strip().splitlines()[-1])
         print(rows[-1], flush=True)
 
     import torch

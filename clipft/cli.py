@@ -16,6 +16,7 @@ from .training.tasks import UntrainableError
 from .cache.store import CacheError
 from .catalogue import CatalogueError
 from .fileio import OutputError
+from .precision import PRECISIONS, PrecisionError
 from .reporting.html_report import ReportError
 from .models import ModelLoadError
 from .labeller import LabellerError
@@ -23,7 +24,7 @@ from .prompts import PromptFileError
 
 INPUT_NAMES = {"image": "their photos", "text": "their titles", "fusion": "photo + title"}
 USER_ERRORS = (PromptFileError, CatalogueError, ModelLoadError, ConfigError, LabellerError, CacheError,
-               OutputError, UntrainableError, ReportError,
+               OutputError, UntrainableError, ReportError, PrecisionError,
                FileNotFoundError)
 
 
@@ -78,6 +79,12 @@ def catalogue_options(func):
         click.option("--seed", default=0, show_default=True, type=int, help="Seed for sampling and random initialisation."),
     ]
     return functools.reduce(lambda f, opt: opt(f), reversed(options), func)
+
+
+PRECISION_OPTION = click.option(
+    "--precision", default=None, type=click.Choice(PRECISIONS),
+    help="Encoding precision: fp32, amp / amp_bf16 (autocast), int8 (CPU: Linear layers quantised). "
+    "Default: amp on a GPU, fp32 on a CPU. Cached per precision.")
 
 
 def labeller_options(func):
@@ -147,8 +154,10 @@ def sample_data(out: str, n: int, size: int, seed: int) -> None:
               help="Rows read, scored and written at a time: memory stays flat for catalogues of any length.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for predictions.csv, metrics.json and plots.")
 @model_options
+@PRECISION_OPTION
 def zeroshot(prompt_files, data, image_column, id_column, image_dir, sep, limit, skip_bad, batch_size, workers,
-             cache_dir, seed, title_column, inputs, title_weight, chunk_size, out, model, pretrained, device) -> None:
+             cache_dir, seed, title_column, inputs, title_weight, chunk_size, out, model, pretrained, device,
+             precision) -> None:
     """Score catalogue products against attribute prompts, zero-shot.
 
     When the catalogue has titles, each product is scored on its photo and its title fused
@@ -165,7 +174,7 @@ def zeroshot(prompt_files, data, image_column, id_column, image_dir, sep, limit,
     source = CatalogueSource(data, image_column, id_column, title_column, image_dir, limit, seed, chunk_size, sep, skip_bad)
     with user_errors():
         done = run_zeroshot(source, prompt_files, out, model, pretrained, device, inputs, title_weight, skip_bad,
-                            batch_size, workers, cache_dir)
+                            batch_size, workers, cache_dir, precision)
     if done is None:
         return  # a torchrun rank other than 0: rank 0 reports
     totals, specs = done
@@ -195,8 +204,9 @@ def zeroshot(prompt_files, data, image_column, id_column, image_dir, sep, limit,
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Folder for predictions.csv, review.csv, review_labelstudio.json and metrics.json.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, ... ('auto': cuda if available).")
+@PRECISION_OPTION
 def predict(run_dir, data, image_column, id_column, image_dir, sep, limit, skip_bad, batch_size, workers, cache_dir, seed,
-            title_column, attributes, target_precision, chunk_size, image_url_prefix, out, device) -> None:
+            title_column, attributes, target_precision, chunk_size, image_url_prefix, out, device, precision) -> None:
     """Label a catalogue with a trained run, scored exactly as the run scored its test split.
 
     Each label gets a calibrated probability and a status: auto (its confidence reaches the
@@ -213,7 +223,7 @@ def predict(run_dir, data, image_column, id_column, image_dir, sep, limit, skip_
     source = CatalogueSource(data, image_column, id_column, title_column, image_dir, limit, seed, chunk_size, sep, skip_bad)
     with user_errors():
         totals = run_predict(run_dir, source, out, attributes, target_precision, skip_bad, batch_size, workers, cache_dir,
-                             device, image_url_prefix)
+                             device, image_url_prefix, precision=precision)
     if totals is None:
         return
     click.echo(f"labelled {totals.scored} of {totals.rows} products ({totals.encoded} photos encoded, the rest from "

@@ -168,3 +168,19 @@ def test_tower_fingerprints_are_remembered_until_the_weights_change(tiny_model):
     assert changed != start and tower_fingerprint(model, "text") == tower_fingerprint(tiny_model[0], "text")
     model.load_state_dict(original)
     assert tower_fingerprint(model, "image") == start
+
+
+def test_prefetching_keeps_order_and_hands_errors_to_the_consumer():
+    from clipft.cache.encoding import prefetched
+
+    assert list(prefetched(iter(range(50)), depth=2)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        list(prefetched(failing()))
+    stream = prefetched(iter(range(1000)))
+    assert next(stream) == 0
+    stream.close()  # a consumer that stops early releases the producer

@@ -6,10 +6,14 @@ encoded again. Embeddings are stored as the model outputs them (not normalised).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import queue
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -18,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..catalogue import BadImage, Catalogue, CatalogueError, ImageFiles, bad_images_message, check_images, collate_decoded
 from ..distributed import all_gather_objects, barrier, current_world
+from ..precision import cache_tag, prepared_encoder
 from .store import EmbeddingStore, default_cache_dir
 from ..models import tower_fingerprint
 
@@ -57,7 +62,8 @@ DECODING = "exif+alpha-on-white+16bit-scaled"
 
 def image_store(model, preprocess, cache_dir: str | os.PathLike | None) -> EmbeddingStore:
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return EmbeddingStore(root / "image" / short_hash(tower_fingerprint(model, "image"), repr(preprocess), DECODING))
+    return EmbeddingStore(root / "image" / short_hash(tower_fingerprint(model, "image"), repr(preprocess), DECODING,
+                                                      *cache_tag()))
 
 
 def tokenizer_id(tokenizer) -> str:
@@ -78,15 +84,17 @@ def _encode_into(store: EmbeddingStore, model, preprocess, paths: list[Path], ke
     that fail to decode."""
     loader = torch.utils.data.DataLoader(ImageFiles(paths, preprocess), batch_size=batch_size, num_workers=workers,
                                          collate_fn=collate_decoded)
+    encoder, precision_context = prepared_encoder(model, device)
     pending_keys: list[str] = []
     pending: list[np.ndarray] = []
     try:
         with torch.no_grad(), tqdm(total=len(paths), unit="img", desc="Encoding images", disable=not progress) as bar:
-            for local, batch, bad in loader:
+            for local, batch, bad in (prefetched(loader) if workers == 0 else loader):
                 for j, reason in bad:
                     on_failure(j, reason)
                 if batch is not None:
-                    features = model.encode_image(batch.to(device, memory_format=torch.channels_last))
+                    with precision_context:
+                        features = encoder.encode_image(batch.to(device, memory_format=torch.channels_last))
                     pending_keys.extend(keys[j] for j in local)
                     pending.append(features.float().cpu().numpy())
                 bar.update(len(local) + len(bad))
@@ -178,18 +186,21 @@ def encode_texts(
 ) -> np.ndarray:
     """Encode texts with ``model.encode_text``, cached per text-tower weights and tokenizer
     (``cache=False``: in memory only, for a text tower that is being trained)."""
-    store = EmbeddingStore(None)
-    if cache:
+    store, encoder, precision_context = EmbeddingStore(None), model, contextlib.nullcontext()
+    if cache:  # a frozen tower: encoded at the current precision (a training tower stays exact)
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        store = EmbeddingStore(root / "text" / short_hash(tower_fingerprint(model, "text"), tokenizer_id(tokenizer)))
+        store = EmbeddingStore(root / "text" / short_hash(tower_fingerprint(model, "text"), tokenizer_id(tokenizer),
+                                                          *cache_tag()))
     distinct = list(dict.fromkeys(texts))  # catalogues repeat titles: look each one up once
     todo = sorted(t for t in distinct if t not in store)
     if todo:
+        if cache:
+            encoder, precision_context = prepared_encoder(model, device)
         chunks = []
-        with torch.no_grad():
+        with torch.no_grad(), precision_context:
             for start in range(0, len(todo), batch_size):
                 tokens = tokenizer(todo[start : start + batch_size]).to(device)
-                chunks.append(model.encode_text(tokens).float().cpu().numpy())
+                chunks.append(encoder.encode_text(tokens).float().cpu().numpy())
         store.add(todo, np.concatenate(chunks))
     if len(distinct) == len(texts):
         return store.get(list(texts))
@@ -215,3 +226,43 @@ def encode_catalogue(model, preprocess, catalogue: Catalogue, skip_bad: bool = F
         raise CatalogueError(bad_images_message(catalogue.source, undecodable))
     skipped = sorted(catalogue.missing + undecodable, key=lambda b: b.row)
     return CatalogueEncoding(candidates[encoding.ok], encoding.embeddings[encoding.ok], skipped, encoding.encoded)
+
+
+def prefetched(batches: Iterable, depth: int = 2) -> Iterator:
+    """``batches`` produced by a background thread, ``depth`` ahead: photos of the next batch
+    decode while the model encodes this one (PIL and PyTorch both release the GIL), which on a
+    few cores beats decoding processes that compete with the model for memory and cores."""
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def offer(entry) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False  # the consumer has gone
+
+    def produce():
+        try:
+            for item in batches:
+                if not offer((item, None)):
+                    return
+            offer((done, None))
+        except BaseException as err:  # handed to the consumer, which raises it
+            offer((done, err))
+
+    thread = threading.Thread(target=produce, daemon=True, name="clipft-decode")
+    thread.start()
+    try:
+        while True:
+            item, err = slots.get()
+            if err is not None:
+                raise err
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()

@@ -15,6 +15,7 @@ from ..fileio import atomic_write, prepare_output_dir, write_json
 from ..fusion import scored_on
 from ..labeller import Labeller, LabellerError
 from ..models import resolve_device
+from ..precision import encoding_precision, resolve_precision
 from ..prompts import warn_missing_columns
 from ..reporting.results import skipped_frame
 from ..reporting.review import ReviewResults, predicted_frame, review_frame, write_review_outputs
@@ -80,7 +81,8 @@ def _predict_chunks(labeller: Labeller, source: CatalogueSource, out: Path, skip
 
 def run_predict(run: str | Path, source: CatalogueSource, out: str | Path, attributes=None,
                 target_precision: float | None = None, skip_bad: bool = False, batch_size: int = 64, workers: int = 0,
-                cache_dir=None, device: str = "auto", image_url_prefix: str = "", progress: bool = True) -> PredictTotals | None:
+                cache_dir=None, device: str = "auto", image_url_prefix: str = "", progress: bool = True,
+                precision: str | None = None) -> PredictTotals | None:
     """Label every product of ``source`` with the run's labeller; rank 0 writes (others return None)."""
     started, out = time.perf_counter(), Path(out)
     world, device = init_distributed(resolve_device(device))
@@ -91,8 +93,9 @@ def run_predict(run: str | Path, source: CatalogueSource, out: str | Path, attri
     warn_missing_columns([head.spec for head in labeller.heads.values()], source.header(), source.data)
     if summary.rows == 0:
         raise CatalogueError(f"{source.data}: catalogue has no rows")
-    totals, results, review, skipped = _predict_chunks(labeller, source, out, skip_bad, batch_size, workers,
-                                                       world.main, progress)
+    with encoding_precision(resolve_precision(precision, device)):
+        totals, results, review, skipped = _predict_chunks(labeller, source, out, skip_bad, batch_size, workers,
+                                                           world.main, progress)
     if not world.main:
         return None
     queue = pd.concat(review, ignore_index=True) if review else pd.DataFrame()

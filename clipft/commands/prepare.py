@@ -19,6 +19,7 @@ from ..distributed import init_distributed
 from ..fileio import atomic_write, prepare_output_dir
 from ..fusion import ProductFeatures, resolve_inputs
 from ..models import load_model, resolve_device
+from ..precision import encoding_precision, resolve_precision
 from ..prompts import PromptSpec, load_prompt_specs, warn_missing_columns
 from ..reporting.results import write_skipped
 from ..training.config import FinetuneCfg, config_dict
@@ -117,8 +118,9 @@ def prepare_run(cfg: FinetuneCfg, out: Path, progress: bool = True) -> PreparedR
     fast = frozen_split(model) if cfg.lock_image and cfg.unlocked_image_groups == 0 else None
 
     # Frozen features serve the fast path and find near-duplicate photos for the split.
-    encoding = encode_catalogue(FrozenEncoder(fast[0] if fast else model.visual), preprocess, catalogue, cfg.skip_bad,
-                                cfg.cache_dir, device, cfg.eval_batch_size, cfg.workers, progress)
+    with encoding_precision(resolve_precision(cfg.precision, device)):
+        encoding = encode_catalogue(FrozenEncoder(fast[0] if fast else model.visual), preprocess, catalogue,
+                                    cfg.skip_bad, cfg.cache_dir, device, cfg.eval_batch_size, cfg.workers, progress)
     features = np.full((len(catalogue), encoding.embeddings.shape[1]), np.nan, dtype=np.float32)
     features[encoding.rows] = encoding.embeddings
     split, groups = assign_splits(cfg, catalogue, specs, features, encoding.rows)

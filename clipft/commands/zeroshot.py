@@ -16,6 +16,7 @@ from ..distributed import init_distributed
 from ..fileio import atomic_write, prepare_output_dir, write_json
 from ..fusion import resolve_inputs
 from ..models import load_model, resolve_device
+from ..precision import encoding_precision, resolve_precision
 from ..prompts import load_prompt_specs, warn_missing_columns
 from ..reporting.plots import plot_confusion_matrix
 from ..reporting.results import LabelledResults, predictions_frame, skipped_frame
@@ -73,9 +74,11 @@ def write_zeroshot_report(chunks: Iterable[ScoredCatalogue], out_dir: str | Path
 
 def run_zeroshot(source: CatalogueSource, prompt_files, out: str | Path, model: str, pretrained: str | None,
                  device: str = "auto", inputs: str | None = None, title_weight: float = 0.5, skip_bad: bool = False,
-                 batch_size: int = 64, workers: int = 0, cache_dir=None) -> tuple[ReportTotals, list] | None:
+                 batch_size: int = 64, workers: int = 0, cache_dir=None,
+                 precision: str | None = None) -> tuple[ReportTotals, list] | None:
     """Score every chunk and write the report; under torchrun every rank takes part in encoding
-    each chunk and rank 0 alone scores and writes (the others return None)."""
+    each chunk and rank 0 alone scores and writes (the others return None). Photos, titles and
+    prompts are encoded at ``precision`` (:mod:`clipft.precision`; default fp32 on CPU, amp on GPU)."""
     start = time.perf_counter()
     specs = load_prompt_specs(prompt_files)
     prepare_output_dir(out, OUTPUTS)
@@ -83,6 +86,7 @@ def run_zeroshot(source: CatalogueSource, prompt_files, out: str | Path, model: 
     warn_missing_columns(specs, source.header(), source.data)
     inputs = resolve_inputs(inputs, summary)
     world, device = init_distributed(resolve_device(device))
+    precision = resolve_precision(precision, device)
     torch.manual_seed(source.seed)
     clip, preprocess, tokenizer = load_model(model, pretrained, device)
     one_chunk = summary.rows <= source.chunk_size
@@ -93,11 +97,12 @@ def run_zeroshot(source: CatalogueSource, prompt_files, out: str | Path, model: 
                                 desc=f"Scoring {source.chunk_size}-row chunks", disable=one_chunk or not world.main))
     info = {"command": "zeroshot", "model": model, "pretrained": pretrained, "data": str(source.data), "inputs": inputs,
             "title_column": summary.title_column, "title_weight": title_weight if inputs == "fusion" else None,
-            "prompts": list(prompt_files), "seed": source.seed, "limit": source.limit}
-    if not world.main:
-        for _ in scored:
-            pass
-        return None
-    totals = write_zeroshot_report(scored, out, info, started=start)
+            "prompts": list(prompt_files), "seed": source.seed, "limit": source.limit, "precision": precision}
+    with encoding_precision(precision):
+        if not world.main:
+            for _ in scored:
+                pass
+            return None
+        totals = write_zeroshot_report(scored, out, info, started=start)
     totals.inputs = inputs
     return totals, specs

@@ -13,6 +13,7 @@ import yaml
 
 from ..fileio import read_yaml
 from ..fusion import INPUTS
+from ..precision import PRECISIONS
 from ..shipped import not_found, resolve
 
 CAPTIONS = ("label", "template", "title")
@@ -76,6 +77,7 @@ class FinetuneCfg:
     eval_batch_size: int = 256
     workers: int = 0
     cache_dir: str | None = None
+    precision: str | None = None  # frozen encoding pass: fp32 | amp | amp_bf16 | int8 (default: amp on GPU, else fp32)
 
     def __post_init__(self) -> None:
         # Paths given from Python (pathlib) are stored as text so the resolved config saves as YAML.
@@ -104,6 +106,8 @@ class FinetuneCfg:
         for name in ("title_weight", "title_dropout"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"{name}: must be between 0 and 1, got {getattr(self, name)}")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise ConfigError(f"precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if not all(0 <= a <= 1 for a in self.wise_alphas):
             raise ConfigError(f"wise_alphas: every alpha must be in [0, 1], got {self.wise_alphas}")
         self._check_optimisation()
