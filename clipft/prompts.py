@@ -77,7 +77,19 @@ def parse_prompt_spec(data: object, source: str = "<memory>") -> PromptSpec:
         except (IndexError, KeyError, ValueError) as err:
             raise fail(f"templates[{i}]", f"{template!r} is not a valid template ({err})") from None
 
-    classes = data["classes"]
+    synonyms = _parse_classes(data["classes"], fail)
+    return PromptSpec(
+        attribute=data["attribute"],
+        column=data["column"],
+        classes=tuple(synonyms),
+        synonyms=synonyms,
+        templates=tuple(templates),
+        source=source,
+    )
+
+
+def _parse_classes(classes, fail) -> dict[str, tuple[str, ...]]:
+    """class value -> the texts that stand for it (the value itself when none are given)."""
     if isinstance(classes, list):
         classes = {value: None for value in classes}
     if not isinstance(classes, dict) or not classes:
@@ -93,15 +105,7 @@ def parse_prompt_spec(data: object, source: str = "<memory>") -> PromptSpec:
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t.strip() for t in texts):
             raise fail(f"classes.{value}", "synonyms must be a non-empty list of strings (or empty for the value itself)")
         synonyms[value] = tuple(texts)
-
-    return PromptSpec(
-        attribute=data["attribute"],
-        column=data["column"],
-        classes=tuple(synonyms),
-        synonyms=synonyms,
-        templates=tuple(templates),
-        source=source,
-    )
+    return synonyms
 
 
 def load_prompt_spec(ref: str | os.PathLike) -> PromptSpec:
