@@ -44,6 +44,13 @@ def test_curve_smoke_on_a_tiny_model(tmp_path):
     assert again.exit_code == 0, again.output
     pd.testing.assert_frame_equal(curve, pd.read_csv(tmp_path / "c" / "curve.csv", dtype={"size": str}))
 
+    # the report shows the labels-needed table and the learning curves
+    from clipft.reporting.html_report import open_run, write_report
+
+    assert open_run(tmp_path / "c").kind == "curve"
+    page = write_report([tmp_path / "c"], tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "curve_lid.png" in page and "curve_color.png" in page and "shots_90%" in page
+
 
 def test_labels_needed_picks_the_first_size_that_reaches_the_share():
     rows = [("a", "m", size, seed, n, acc) for seed in (0, 1) for size, n, acc in

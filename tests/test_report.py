@@ -70,3 +70,15 @@ def test_top_k_text_is_the_three_likeliest_classes_with_three_decimals():
     expected = [";".join(f"{classes[j]}:{row[j]:.3f}" for j in np.argsort(-row)[:3]) for row in proba]
     assert top_k(proba, classes) == expected
     assert top_k(np.array([[0.0, 1.0]]), ["x", "y"]) == ["y:1.000;x:0.000"]
+
+
+def test_probe_runs_report_each_classifier_and_input(tmp_path, sample_catalogue):
+    from clipft.reporting.html_report import headline, open_run
+
+    run(["probe", "--set", f"data={sample_catalogue}", "--set", "prompts=[color]", "--set", "model=clipft-tiny",
+         "--set", f"cache_dir={tmp_path / 'cache'}", "--out", str(tmp_path / "probe"), "--quiet"])
+    probe = open_run(tmp_path / "probe")
+    table = headline(probe)
+    expected = pd.read_csv(tmp_path / "probe" / "probe.csv").query("titles == 'present'")
+    assert probe.kind == "probe" and list(table.columns) == ["logistic (image)"]
+    assert table.loc["color", "logistic (image)"] == pytest.approx(expected["accuracy"].iloc[0])
