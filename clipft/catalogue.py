@@ -7,6 +7,7 @@ the Kaggle Fashion Product Images layout (``styles.csv`` + ``images/``) works wi
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,8 +185,9 @@ def catalogue_from_frame(frame: pd.DataFrame, source: Path, image_column: str | 
     # Catalogues repeat photos: each distinct reference is resolved and checked once.
     resolved = {ref: _resolve_image(ref, source.parent, images_root, image_col, id_col) for ref in refs.unique()}
     paths = refs.map(lambda ref: resolved[ref][0]).tolist()
-    missing = [BadImage(row, line, resolved[ref][2], resolved[ref][1])
-               for row, (ref, line) in enumerate(zip(refs, lines)) if resolved[ref][1]]
+    unusable = [ref for ref, (_, reason, _) in resolved.items() if reason]
+    missing = [BadImage(int(row), lines[row], resolved[refs.iloc[row]][2], resolved[refs.iloc[row]][1])
+               for row in np.flatnonzero(refs.isin(unusable).to_numpy())] if unusable else []
 
     ids = frame[id_col].tolist() if id_col is not None else [str(line) for line in lines]
     return Catalogue(source, frame, paths, [str(i) for i in ids], lines, title_col, missing)
@@ -231,12 +233,16 @@ def _resolve_image(ref, base: Path, images_root: Path, image_col: str | None, id
     (relative to the CSV) in the image column, or an id as ``images_root/<id>.jpg``."""
     if pd.isna(ref) or not str(ref).strip():
         return Path(), f"empty {image_col or id_col}", ""
-    ref = str(ref).strip()
-    if image_col is not None or ref.lower().endswith(_IMAGE_SUFFIXES):
-        path = Path(ref) if os.path.isabs(ref) else base / ref
-    else:
-        path = images_root / f"{ref}.jpg"
+    path = _image_path(str(ref).strip(), base, images_root, image_col is not None)
     return path, "" if path.is_file() else "file not found", str(path)
+
+
+@functools.lru_cache(maxsize=1 << 20)
+def _image_path(ref: str, base: Path, images_root: Path, is_path: bool) -> Path:
+    # a chunked catalogue names the same photos chunk after chunk: build each path once
+    if is_path or ref.lower().endswith(_IMAGE_SUFFIXES):
+        return Path(ref) if os.path.isabs(ref) else base / ref
+    return images_root / f"{ref}.jpg"
 
 
 @dataclass

@@ -9,6 +9,7 @@ with malformed lines, through the ``csv`` module, which knows where each record 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import logging
 from dataclasses import dataclass
@@ -55,7 +56,14 @@ def detect_separator(source: Path) -> str:
 def _one_record_per_line(source: Path) -> bool:
     """Each record is exactly one line: no blank line, and every line holds an even number of
     quotes (a quoted line break leaves an odd number on the line where it opens)."""
-    with open(source, "rb") as f:
+    stat = source.stat()
+    return _scan_lines(str(source.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _scan_lines(path: str, size: int, mtime_ns: int) -> bool:
+    # keyed by size and time too: a chunked run reads its catalogue twice, an edited file is new
+    with open(path, "rb") as f:
         return not any(line.count(b'"') % 2 or not line.strip(b"\r\n") for line in f)
 
 

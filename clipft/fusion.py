@@ -35,7 +35,7 @@ def combine(parts: ProductParts, inputs: str, weight: float) -> torch.Tensor:
     if inputs == "text":
         return parts.title
     w = torch.where(parts.has_title, torch.tensor(float(weight)), torch.tensor(0.0)).to(parts.image)[:, None]
-    return (1 - w) * parts.image + w * parts.title
+    return torch.lerp(parts.image, parts.title, w)  # (1 - w) * image + w * title, in one pass
 
 
 def resolve_inputs(requested: str | None, catalogue: Catalogue) -> str:

@@ -60,7 +60,10 @@ class ZeroShotClassifier:
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         if not hasattr(self, "weights_"):
             raise NotFittedError("ZeroShotClassifier is not fitted yet: call fit() first")
-        return self.logit_scale_ * l2_normalize(np.asarray(X, dtype=np.float32)) @ self.weights_.T
+        X = np.asarray(X, dtype=np.float32)
+        # cosine = (x . w) / |x|: scaling the scores, not a normalised copy of X, halves the time
+        norms = np.linalg.norm(X, axis=-1, keepdims=True).clip(min=1e-12)
+        return (X @ self.weights_.T) * (self.logit_scale_ / norms)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         return softmax(self.decision_function(X), axis=1)
@@ -92,17 +95,18 @@ def zeroshot_catalogue(model, preprocess, tokenizer, catalogue: Catalogue, specs
     """
     image = np.zeros((len(catalogue), 0), dtype=np.float32)
     rows, skipped, encoded = np.arange(len(catalogue)), [], 0
+    position = rows  # catalogue row -> row of ``image``
     if inputs != "text":
         encoding = encode_catalogue(model, preprocess, catalogue, skip_bad, cache_dir, device, batch_size, workers, progress)
-        rows, skipped, encoded = encoding.rows, encoding.skipped, encoding.encoded
-        image = np.full((len(catalogue), encoding.embeddings.shape[1]), np.nan, dtype=np.float32)
-        image[rows] = encoding.embeddings
+        rows, skipped, encoded, image = encoding.rows, encoding.skipped, encoding.encoded, encoding.embeddings
+        position = np.full(len(catalogue), -1)
+        position[rows] = np.arange(len(rows))
 
     def text_fn(texts):
         return torch.from_numpy(encode_texts(model, tokenizer, texts, cache_dir, device))
 
     titles = np.array(catalogue.titles(), dtype=object)
-    features = ProductFeatures(lambda r: torch.from_numpy(image[r]), text_fn, titles, inputs, title_weight)
+    features = ProductFeatures(lambda r: torch.from_numpy(image[position[r]]), text_fn, titles, inputs, title_weight)
     X = features(rows).numpy() if len(rows) else np.zeros((0, 1), dtype=np.float32)
     proba = {}
     for spec in specs:

@@ -7,6 +7,7 @@ encoded again. Embeddings are stored as the model outputs them (not normalised).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import queue
@@ -73,8 +74,16 @@ def tokenizer_id(tokenizer) -> str:
 
 
 def file_key(path: Path) -> str:
+    """The photo's real path, size and modification time: a changed file is a new key."""
     stat = path.stat()
-    return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    return f"{_real_path(str(path))}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
+@functools.lru_cache(maxsize=1 << 20)
+def _real_path(path: str) -> str:
+    # Resolving symlinks costs a system call per folder of the path; a chunked catalogue asks
+    # for the same photos chunk after chunk (the file's size and time are still read each time).
+    return str(Path(path).resolve())
 
 
 def _encode_into(store: EmbeddingStore, model, preprocess, paths: list[Path], keys: list[str], device, batch_size: int,

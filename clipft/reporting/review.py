@@ -64,7 +64,7 @@ class ReviewResults:
             entry["pred"].append(predicted[name].to_numpy()[known].astype(str))
             entry["conf"].append(predicted[f"{name}_prob"].to_numpy()[known])
             entry["auto"].append(predicted[f"{name}_status"].to_numpy()[known] == "auto")
-            self.mistakes.add(name, predicted["id"].to_numpy()[known], [catalogue.image_paths[r] for r in rows[known]],
+            self.mistakes.add(name, predicted["id"].to_numpy()[known], catalogue.image_paths, rows[known],
                               entry["y"][-1], entry["pred"][-1], entry["conf"][-1])
 
     def arrays(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
