@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from clipft.cli import default_workers
+from clipft.commands.options import default_workers
 from clipft.reporting.tables import markdown_table
 
 HERE = Path(__file__).resolve().parent

@@ -3,9 +3,7 @@ the report; library errors become one-line messages that say what to fix."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -16,7 +14,9 @@ from .training.tasks import UntrainableError
 from .cache.store import CacheError
 from .catalogue import CatalogueError
 from .fileio import OutputError
-from .precision import PRECISIONS, PrecisionError
+from .commands.options import (PRECISION_OPTION, catalogue_options, labeller_options, model_options,
+                              run_options)
+from .precision import PrecisionError
 from .reporting.html_report import ReportError
 from .models import ModelLoadError
 from .labeller import LabellerError
@@ -34,72 +34,6 @@ def user_errors():
         yield
     except USER_ERRORS as err:
         raise click.ClickException(str(err)) from err
-
-
-def default_workers() -> int:
-    # Measured on 2 cores: the model needs both, so decoding in-process is fastest there
-    # (benchmarks/throughput.py); larger machines leave two cores for the model.
-    return min(8, max(0, (os.cpu_count() or 1) - 2))
-
-
-def model_options(func):
-    """--model/--pretrained/--device, shared by every command that loads a model."""
-    options = [
-        click.option(
-            "--model", default="ViT-B-32", show_default=True,
-            help="OpenCLIP architecture (see `clipft models`), or lite0-minilm: the offline model built "
-            "from pip-installed EfficientNet-Lite0 and MiniLM towers. Its towers are not aligned until "
-            "trained on image-text pairs, so its zero-shot scores start near chance.",
-        ),
-        click.option(
-            "--pretrained", default=None,
-            help="OpenCLIP pretrained tag (downloaded by OpenCLIP), a checkpoint file, or 'random'. "
-            "Default: laion2b_s34b_b79k (or the architecture's first tag); lite0-minilm: its pretrained towers.",
-        ),
-        click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, ... ('auto': cuda if available)."),
-    ]
-    return functools.reduce(lambda f, opt: opt(f), reversed(options), func)
-
-
-def catalogue_options(func):
-    """How to read a catalogue CSV, shared by every command that reads one."""
-    options = [
-        click.option("--data", "data", required=True, type=click.Path(dir_okay=False), help="Catalogue CSV (e.g. styles.csv)."),
-        click.option("--image-column", default=None, help="Column with image paths (default: image/path/..., else id -> images/<id>.jpg)."),
-        click.option("--id-column", default=None, help="Column with product ids (default: id if present, else the CSV line)."),
-        click.option("--image-dir", default=None, type=click.Path(file_okay=False), help="Folder for id-named images (default: images/ beside the CSV)."),
-        click.option("--sep", default=None, help="CSV separator (default: the one the header uses; tab for .tsv)."),
-        click.option("--limit", default=None, type=click.IntRange(min=1), help="Use a seeded random sample of this many rows."),
-        click.option("--skip-bad", is_flag=True, help="Skip malformed lines and rows whose image is missing or unreadable "
-                     "(listed in skipped.csv) instead of stopping."),
-        click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1)),
-        click.option("--workers", default=default_workers(), show_default=True, type=click.IntRange(min=0),
-                     help="Image decoding processes (0: decode in the main process, fastest on 2 cores)."),
-        click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Embedding cache (default: $CLIPFT_CACHE or ~/.cache/clipft)."),
-        click.option("--seed", default=0, show_default=True, type=int, help="Seed for sampling and random initialisation."),
-    ]
-    return functools.reduce(lambda f, opt: opt(f), reversed(options), func)
-
-
-PRECISION_OPTION = click.option(
-    "--precision", default=None, type=click.Choice(PRECISIONS),
-    help="Encoding precision: fp32, amp / amp_bf16 (autocast), int8 (CPU: Linear layers quantised). "
-    "Default: amp on a GPU, fp32 on a CPU. Cached per precision.")
-
-
-def labeller_options(func):
-    """A trained run and the catalogue it labels, shared by predict and audit."""
-    options = [
-        click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
-                     help="A finished finetune or probe run folder (it holds labeller.json)."),
-        catalogue_options,
-        click.option("--title-column", default=None,
-                     help="Column with product titles (default: the run's, when the CSV has it)."),
-        click.option("--attributes", default=None, callback=lambda ctx, param, value: (
-            [a.strip() for a in value.split(",") if a.strip()] if value else None),
-            help="Comma-separated attributes (default: every attribute the run labels)."),
-    ]
-    return functools.reduce(lambda f, opt: opt(f), reversed(options), func)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -301,25 +235,18 @@ def _finetune(config, overrides, out, quiet) -> None:
     click.echo(f"run folder: {out}")
 
 
-finetune_options = [
-    click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                 help="Override a config field, e.g. --set epochs=5 --set 'prompts=[prompts/color.yaml]'."),
-    click.option("--out", required=True, type=click.Path(file_okay=False),
-                 help="Run folder: config, splits, metrics per epoch, checkpoints, plots. An interrupted run resumes here."),
-    click.option("--quiet", is_flag=True, help="No progress bars."),
-]
 
 
 @cli.command()
 @click.option("--config", type=click.Path(dir_okay=False), default=None, help="Training recipe: a YAML file, or the name of a shipped one (configs/*.yaml).")
-@functools.partial(functools.reduce, lambda f, opt: opt(f), reversed(finetune_options))
+@run_options
 def finetune(config, overrides, out, quiet) -> None:
     """Contrastively fine-tune on labelled photos (or align on titles) and compare with zero-shot.
 
     Captions are the bare class value by default (captions=label), the prompt file's templates
     (captions=template) or product titles (captions=title). Batches are balanced over classes;
     the epoch with the lowest validation loss is kept as best.pt, which loads anywhere
-    --pretrained is accepted. See configs/ and the FinetuneCfg fields in clipft/config.py.
+    --pretrained is accepted. See configs/ and the FinetuneCfg fields in clipft/training/config.py.
     """
     _finetune(config, overrides, out, quiet)
 
@@ -327,7 +254,7 @@ def finetune(config, overrides, out, quiet) -> None:
 @cli.command()
 @click.option("--config", type=click.Path(dir_okay=False), default="align-lite0-minilm",
               show_default=True, help="Alignment recipe: a YAML file, or the name of a shipped one.")
-@functools.partial(functools.reduce, lambda f, opt: opt(f), reversed(finetune_options))
+@run_options
 def align(config, overrides, out, quiet) -> None:
     """Align lite0-minilm on photo-title pairs: `finetune` with the alignment recipe."""
     _finetune(config, overrides, out, quiet)
@@ -342,7 +269,7 @@ def align(config, overrides, out, quiet) -> None:
 @click.option("--inputs", "inputs", multiple=True, default=("image",), show_default=True,
               type=click.Choice(["image", "text", "fusion"]),
               help="Image embeddings, title embeddings, or both concatenated (fusion); repeat for several.")
-@functools.partial(functools.reduce, lambda f, opt: opt(f), reversed(finetune_options))
+@run_options
 def probe(config, classifiers, inputs, overrides, out, quiet) -> None:
     """Baselines: scikit-learn classifiers on frozen (cached) embeddings, trained on the same
     split and training examples as `finetune` (the same config), scored on its test split with
@@ -370,7 +297,7 @@ def probe(config, classifiers, inputs, overrides, out, quiet) -> None:
 @click.option("--method", "methods", multiple=True, default=("fine-tuned (labels)", "fine-tuned (templates)", "linear probe"),
               show_default=True, type=click.Choice(["fine-tuned (labels)", "fine-tuned (templates)", "linear probe"]),
               help="Methods to train; zero-shot and majority-class lines are always drawn.")
-@functools.partial(functools.reduce, lambda f, opt: opt(f), reversed(finetune_options))
+@run_options
 def curve(config, sizes, seeds, methods, overrides, out, quiet) -> None:
     """Learning curves: test accuracy against labelled photos per attribute, over seeds.
 
