@@ -7,6 +7,7 @@ the Kaggle Fashion Product Images layout (``styles.csv`` + ``images/``) works wi
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from dataclasses import dataclass, field
@@ -82,17 +83,24 @@ def _read_error(source: Path, err: Exception) -> CatalogueError:
 
 
 _READ_ERRORS = (FileNotFoundError, IsADirectoryError, pd.errors.ParserError, pd.errors.EmptyDataError,
-                UnicodeDecodeError, CsvError)
+                UnicodeDecodeError)
 
 
-def _frames(source: Path, chunk_rows: int | None, sep: str | None, skip_bad: bool,
-            title_column: str | None):
+@contextlib.contextmanager
+def _catalogue_errors(source: Path):
+    """Every way reading a catalogue CSV can fail, as one CatalogueError naming the file."""
     try:
-        yield from read_csv_frames(source, chunk_rows, sep, skip_bad, TITLE_COLUMNS + (title_column,))
+        yield
     except CsvError as err:
         raise CatalogueError(str(err)) from None
     except _READ_ERRORS as err:
         raise _read_error(source, err) from None
+
+
+def _frames(source: Path, chunk_rows: int | None, sep: str | None, skip_bad: bool,
+            title_column: str | None):
+    with _catalogue_errors(source):
+        yield from read_csv_frames(source, chunk_rows, sep, skip_bad, TITLE_COLUMNS + (title_column,))
 
 
 def read_catalogue_frame(source: Path, sep: str | None = None, skip_bad: bool = False,
@@ -220,12 +228,8 @@ class CatalogueSource:
                               self.image_dir, self.sep, self.skip_bad)
 
     def header(self) -> list[str]:
-        try:
+        with _catalogue_errors(Path(self.data)):
             return read_header(Path(self.data), self.sep)
-        except CsvError as err:
-            raise CatalogueError(str(err)) from None
-        except _READ_ERRORS as err:
-            raise _read_error(Path(self.data), err) from None
 
 
 def _resolve_image(ref, base: Path, images_root: Path, image_col: str | None, id_col: str | None):

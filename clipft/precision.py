@@ -26,14 +26,19 @@ class PrecisionError(ValueError):
     """A precision that cannot run on the chosen device."""
 
 
+def check_precision(precision: str) -> str:
+    """``precision`` when it is one of :data:`PRECISIONS`, else a PrecisionError."""
+    if precision not in PRECISIONS:
+        raise PrecisionError(f"precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
+    return precision
+
+
 def resolve_precision(precision: str | None, device: str) -> str:
     """None means the usual default: ``amp`` on a GPU, ``fp32`` on a CPU."""
     is_cuda = str(device).startswith("cuda")
     if precision is None:
         return "amp" if is_cuda else "fp32"
-    if precision not in PRECISIONS:
-        raise PrecisionError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-    if precision == "int8" and is_cuda:
+    if check_precision(precision) == "int8" and is_cuda:
         raise PrecisionError("precision int8 runs on the CPU only; use amp or amp_bf16 on a GPU")
     return precision
 
@@ -41,9 +46,7 @@ def resolve_precision(precision: str | None, device: str) -> str:
 @contextlib.contextmanager
 def encoding_precision(precision: str):
     """Encode at ``precision`` inside this block (see the module docstring)."""
-    if precision not in PRECISIONS:
-        raise PrecisionError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-    token = _CURRENT.set(precision)
+    token = _CURRENT.set(check_precision(precision))
     try:
         yield
     finally:

@@ -73,6 +73,13 @@ def tokenizer_id(tokenizer) -> str:
     return f"{type(tokenizer).__name__}|{getattr(tokenizer, 'context_length', '')}|{getattr(inner, 'name_or_path', '')}"
 
 
+def distinct_values(values) -> tuple[np.ndarray, list]:
+    """(position of each value among the distinct ones, the distinct values in first-seen
+    order): catalogues repeat photos and titles, so each is looked up and encoded once."""
+    inverse, distinct = pd.factorize(pd.Series(list(values), dtype=object))
+    return inverse, list(distinct)
+
+
 def file_key(path: Path) -> str:
     """The photo's real path, size and modification time: a changed file is a new key."""
     stat = path.stat()
@@ -134,7 +141,7 @@ def encode_images(
     whole cache, so a rank that dies loses only its unfinished shard. A file named by several
     rows is read, checked and looked up once.
     """
-    inverse, distinct = pd.factorize(pd.Series([os.fspath(p) for p in paths], dtype=object))
+    inverse, distinct = distinct_values([os.fspath(p) for p in paths])
     encoding = _encode_distinct([Path(p) for p in distinct], model, preprocess, cache_dir, device, batch_size,
                                 workers, shard_size, progress)
     if not len(inverse):
@@ -200,7 +207,7 @@ def encode_texts(
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         store = EmbeddingStore(root / "text" / short_hash(tower_fingerprint(model, "text"), tokenizer_id(tokenizer),
                                                           *cache_tag()))
-    distinct = list(dict.fromkeys(texts))  # catalogues repeat titles: look each one up once
+    inverse, distinct = distinct_values(texts)
     todo = sorted(t for t in distinct if t not in store)
     if todo:
         if cache:
@@ -211,10 +218,7 @@ def encode_texts(
                 tokens = tokenizer(todo[start : start + batch_size]).to(device)
                 chunks.append(encoder.encode_text(tokens).float().cpu().numpy())
         store.add(todo, np.concatenate(chunks))
-    if len(distinct) == len(texts):
-        return store.get(list(texts))
-    position = {t: i for i, t in enumerate(distinct)}
-    return store.get(distinct)[[position[t] for t in texts]]
+    return store.get(distinct)[inverse]
 
 
 def encode_catalogue(model, preprocess, catalogue: Catalogue, skip_bad: bool = False, cache_dir=None,

@@ -69,7 +69,7 @@ def load_labellers(runs, prompts, model: str | None, pretrained: str | None, dev
     (the shipped ones when none are given) when a model is named or no run is."""
     labellers = {Path(run).name or str(run): Labeller.load(run, device, cache_dir) for run in runs}
     if model is not None or not labellers:
-        prompt_files = list(prompts) or [n for n in shipped_names("prompts")]
+        prompt_files = list(prompts) or shipped_names("prompts")
         labellers[ZERO_SHOT] = Labeller.from_prompts(prompt_files, model or "lite0-minilm", pretrained, device, cache_dir)
     return labellers
 

@@ -13,7 +13,7 @@ import yaml
 
 from ..fileio import read_yaml
 from ..fusion import INPUTS
-from ..precision import PRECISIONS
+from ..precision import PrecisionError, check_precision
 from ..shipped import not_found, resolve
 
 CAPTIONS = ("label", "template", "title")
@@ -106,8 +106,11 @@ class FinetuneCfg:
         for name in ("title_weight", "title_dropout"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"{name}: must be between 0 and 1, got {getattr(self, name)}")
-        if self.precision is not None and self.precision not in PRECISIONS:
-            raise ConfigError(f"precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.precision is not None:
+            try:
+                check_precision(self.precision)
+            except PrecisionError as err:
+                raise ConfigError(str(err)) from None
         if not all(0 <= a <= 1 for a in self.wise_alphas):
             raise ConfigError(f"wise_alphas: every alpha must be in [0, 1], got {self.wise_alphas}")
         self._check_optimisation()
