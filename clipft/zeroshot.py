@@ -31,10 +31,15 @@ class ZeroShotClassifier:
     ``predict_proba`` takes image embeddings as returned by ``encode_images`` (or fused
     product embeddings, see :mod:`clipft.fusion`). ``text_fn`` (strings -> embeddings, see
     :mod:`clipft.cache.text_features`) replaces the cached ``encode_texts`` while a model trains.
+
+    ``log_prior`` (per class, in the prompt file's order) is added to the scores of a model
+    fine-tuned on balanced batches: such a model learns every class as equally likely, and
+    adding the log class frequencies of its training labels gives back the catalogue's odds
+    (post-hoc logit adjustment, Menon et al. 2021).
     """
 
     def __init__(self, model, tokenizer, spec: PromptSpec, cache_dir=None, device="cpu", cache: bool = True,
-                 text_fn=None):
+                 text_fn=None, log_prior: np.ndarray | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.spec = spec
@@ -42,6 +47,7 @@ class ZeroShotClassifier:
         self.device = device
         self.cache = cache
         self.text_fn = text_fn
+        self.log_prior = log_prior
 
     def fit(self, X=None, y=None) -> "ZeroShotClassifier":
         prompts = [self.spec.prompts_for(value) for value in self.spec.classes]
@@ -63,7 +69,8 @@ class ZeroShotClassifier:
         X = np.asarray(X, dtype=np.float32)
         # cosine = (x . w) / |x|: scaling the scores, not a normalised copy of X, halves the time
         norms = np.linalg.norm(X, axis=-1, keepdims=True).clip(min=1e-12)
-        return (X @ self.weights_.T) * (self.logit_scale_ / norms)
+        scores = (X @ self.weights_.T) * (self.logit_scale_ / norms)
+        return scores if self.log_prior is None else scores + np.asarray(self.log_prior, dtype=np.float32)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         return softmax(self.decision_function(X), axis=1)

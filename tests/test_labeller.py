@@ -56,6 +56,11 @@ def test_predict_reproduces_the_test_comparison_of_a_finetune_run(tmp_path, cata
     comparison = pd.read_csv(run_dir / "comparison.csv")
     rows = comparison[(comparison["model"] == chosen["model"]) & (comparison["titles"] == "present")]
     assert np.isclose(rows["alpha"], chosen["alpha"]).all() and len(rows) == 2
+    counts = json.loads((run_dir / "labels.json").read_text())
+    for attribute, entry in manifest["attributes"].items():  # the fine-tuned scores add the training prior
+        classes = list(entry["prompts"]["classes"])
+        seen = np.array([counts[attribute].get(c, 0) for c in classes], dtype=float)
+        np.testing.assert_allclose(entry["log_prior"], np.log((seen + 1) / (seen.sum() + len(classes))), rtol=1e-6)
     metrics, out = predicted_accuracy(tmp_path, run_dir, catalogue, name)
     for row in rows.itertuples():
         assert metrics[row.attribute]["n"] == row.n

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -57,9 +59,10 @@ def train(catalogue, out, config, evaluate=lambda: {"loss": 0.0}, fast=True, nam
     return model, result
 
 
-@pytest.mark.parametrize("name", [TINY_MODEL, "lite0-minilm"])
+@pytest.mark.parametrize("name", [TINY_MODEL, "clipft-tiny-multiscale", "lite0-minilm"])
 def test_locked_image_fast_path_equals_the_slow_path(tmp_path, catalogue, name):
-    # lite0-minilm: locked trunk from the cache, trainable projection; tiny ViT: the whole tower locked.
+    # lite0-minilm: locked trunk from the cache, trainable projection; tiny ViT: the whole tower
+    # locked; multi-scale tiny ViT: the ViT and its stages cached, the stages' projection trains.
     config = cfg(lock_image=True, epochs=1 if name != TINY_MODEL else 2)
     fast, _ = train(catalogue, tmp_path / "fast", config, fast=True, name=name)
     slow, _ = train(catalogue, tmp_path / "slow", config, fast=False, name=name)
@@ -67,6 +70,21 @@ def test_locked_image_fast_path_equals_the_slow_path(tmp_path, catalogue, name):
         torch.testing.assert_close(value, slow.state_dict()[key], rtol=1e-4, atol=1e-5, msg=key)
     initial = new_model(name)[0].state_dict()
     assert not torch.equal(fast.state_dict()["logit_scale"], initial["logit_scale"])  # it did train
+
+
+def test_unlocked_trunk_blocks_train_on_cached_activations_as_on_photos(tmp_path, catalogue):
+    # The last two groups of lite0's trunk (its last two blocks, conv_head) unlocked: the fast
+    # path caches the activation before them and trains them, the stages and the projection.
+    config = cfg(lock_image=True, unlocked_image_groups=2, epochs=1)
+    fast, _ = train(catalogue, tmp_path / "fast", config, fast=True, name="lite0-minilm")
+    slow, _ = train(catalogue, tmp_path / "slow", config, fast=False, name="lite0-minilm")
+    initial = new_model("lite0-minilm")[0].state_dict()
+    for key, value in fast.state_dict().items():
+        torch.testing.assert_close(value, slow.state_dict()[key], rtol=1e-4, atol=1e-5, msg=key)
+    assert not torch.equal(fast.state_dict()["visual.trunk.blocks.6.0.conv_pwl.weight"],
+                           initial["visual.trunk.blocks.6.0.conv_pwl.weight"])  # the unlocked block trained
+    torch.testing.assert_close(fast.state_dict()["visual.trunk.blocks.5.2.conv_pwl.weight"],
+                               initial["visual.trunk.blocks.5.2.conv_pwl.weight"], rtol=0, atol=0)
 
 
 def test_best_epoch_is_the_lowest_validation_loss_and_patience_stops(tmp_path, catalogue):
@@ -217,3 +235,44 @@ def test_validate_start_keeps_the_starting_weights_when_no_epoch_beats_them(cata
     assert result.best_epoch == 0 and [row["epoch"] for row in result.history] == [0, 1, 2]
     for key, value in result.best_state.items():
         torch.testing.assert_close(value, initial[key], msg=key)
+
+
+def test_mirrored_cached_copies_are_drawn_half_the_time_and_seeded(catalogue):
+    from PIL import Image, ImageOps
+
+    from clipft.cache.image_features import Mirrored
+
+    model, preprocess, _ = new_model()
+    photo = Image.open(catalogue.image_paths[0]).convert("RGB")
+    torch.testing.assert_close(Mirrored(preprocess)(photo), preprocess(ImageOps.mirror(photo)))
+    assert repr(Mirrored(preprocess)) != repr(preprocess)  # its own cache key
+    features, flipped = np.zeros((4, 3), dtype=np.float32), np.ones((4, 3), dtype=np.float32)
+    image_fn = CachedImageFeatures(features, torch.nn.Identity(), flipped=flipped)
+    torch.manual_seed(0)
+    draws = torch.stack([image_fn(np.arange(4))[:, 0] for _ in range(200)])
+    assert set(draws.unique().tolist()) == {0.0, 1.0} and abs(draws.mean().item() - 0.5) < 0.05
+    torch.manual_seed(0)
+    torch.testing.assert_close(image_fn(np.arange(4)), draws[0][:, None].expand(4, 3))
+
+
+def test_augmented_fast_path_trains_on_mirrored_photos(tmp_path):
+    from clipft.commands.finetune import run_finetune
+    from clipft.commands.prepare import prepare_run
+
+    data = make_catalogue(tmp_path / "cat", n=24, size=32, seed=3)
+    base = dict(data=str(data), prompts=[str(REPO / "prompts" / "color.yaml")], model="clipft-tiny-multiscale",
+                epochs=2, batch_size=8, lr_head=1e-2, warmup_steps=1, wise_alphas=[1.0], inputs="image",
+                cache_dir=str(tmp_path / "cache"))
+    run = prepare_run(FinetuneCfg(**base, augment=True), tmp_path / "prep", progress=False)
+    from PIL import Image, ImageOps
+
+    photos = [ImageOps.mirror(Image.open(p).convert("RGB")) for p in run.catalogue.image_paths]
+    with torch.no_grad():
+        expected = frozen_split(run.model)[0](torch.stack([run.preprocess(p) for p in photos])).numpy()
+    np.testing.assert_allclose(run.flipped, expected, rtol=1e-4, atol=1e-5)
+    plain = run_finetune(FinetuneCfg(**base), tmp_path / "plain", progress=False)
+    augmented = run_finetune(FinetuneCfg(**base, augment=True), tmp_path / "augmented", progress=False)
+    assert json.loads((tmp_path / "augmented" / "summary.json").read_text())["fast_path"] is True
+    first = torch.load(tmp_path / "plain" / "last.pt", weights_only=True)["state_dict"]["visual.head.proj.weight"]
+    second = torch.load(tmp_path / "augmented" / "last.pt", weights_only=True)["state_dict"]["visual.head.proj.weight"]
+    assert not torch.equal(first, second) and plain.best_epoch >= 0 and augmented.best_epoch >= 0

@@ -71,3 +71,17 @@ def test_class_weights_are_cached_per_model(tmp_path):
 def test_unfitted_classifier_raises():
     with pytest.raises(NotFittedError):
         ZeroShotClassifier(FakeTextModel(), identity_tokenizer, SPEC).predict(np.ones((1, 3)))
+
+
+
+def test_a_log_prior_is_added_to_every_score(tmp_path):
+    from clipft.training.tasks import class_log_prior
+
+    prior = class_log_prior(np.array(["Red", "Red", "Blue"]), ["Red", "Blue", "Green"])
+    np.testing.assert_allclose(prior, np.log([3 / 6, 2 / 6, 1 / 6]))
+    plain = ZeroShotClassifier(FakeTextModel(), identity_tokenizer, SPEC, cache_dir=tmp_path).fit()
+    adjusted = ZeroShotClassifier(FakeTextModel(), identity_tokenizer, SPEC, cache_dir=tmp_path,
+                                  log_prior=prior[:2]).fit()
+    images = np.array([[3.0, 0.5, 0.0], [0.0, 0.2, 4.0], [1.0, 1.0, 1.0]])
+    np.testing.assert_allclose(adjusted.decision_function(images), plain.decision_function(images) + prior[:2],
+                               rtol=1e-5)

@@ -2,7 +2,9 @@
 
 With the image tower locked, everything up to its trainable head is fixed, so its output is
 computed once (and cached on disk like any embedding) and training runs on it directly: the
-fast path. Otherwise photos are decoded and sent through the tower at every step.
+fast path. With the last blocks of a timm trunk unlocked, the activations where the frozen
+part ends are cached instead (:mod:`clipft.cache.partial_tower`). Otherwise photos are decoded
+and sent through the tower at every step.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import torch
 from torch import nn
 
 from ..catalogue import ImageFiles
+from .partial_tower import partial_split
 
 
 class FrozenEncoder(nn.Module):
@@ -34,27 +37,54 @@ def image_trunk_and_head(model) -> tuple[nn.Module, nn.Module]:
 
 
 def frozen_split(model) -> tuple[nn.Module, nn.Module] | None:
-    """(frozen part, trainable head) of a locked image tower, or None when nothing before the
-    head is entirely frozen (a partly unlocked tower must run on images)."""
+    """(frozen part, trainable rest) of a locked image tower, or None when no part of it can be
+    cached (a tower of another layout with unlocked blocks must run on images)."""
     visual = model.visual
     if not any(p.requires_grad for p in visual.parameters()):
         return visual, nn.Identity()
     trunk, head = getattr(visual, "trunk", None), getattr(visual, "head", None)
-    if trunk is not None and head is not None and not any(p.requires_grad for p in trunk.parameters()):
+    if trunk is None or head is None:
+        return None
+    if not any(p.requires_grad for p in trunk.parameters()):
         return trunk, head  # timm towers (lite0-minilm): LiT-style locked trunk, trainable projection
-    return None
+    return partial_split(visual)  # the trunk's last blocks unlocked: cached activations
 
 
 class CachedImageFeatures:
-    """Fast path: precomputed frozen features, through the trainable head at each call."""
+    """Fast path: precomputed frozen features, through the trainable head at each call.
 
-    def __init__(self, features: np.ndarray, head: nn.Module, device="cpu"):
+    ``flipped``: the same features of the mirrored photos; each call then takes the mirrored
+    copy of each row with probability 1/2 (drawn from torch's generator, which training seeds
+    and checkpoints): augmentation without decoding a photo."""
+
+    def __init__(self, features: np.ndarray, head: nn.Module, device="cpu", flipped: np.ndarray | None = None):
         self.features = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+        self.flipped = None if flipped is None else torch.from_numpy(np.ascontiguousarray(flipped, dtype=np.float32))
         self.head = head
         self.device = device
 
     def __call__(self, rows) -> torch.Tensor:
-        return self.head(self.features[torch.as_tensor(rows, dtype=torch.long)].to(self.device))
+        index = torch.as_tensor(rows, dtype=torch.long)
+        chosen = self.features[index]
+        if self.flipped is not None:
+            mirror = torch.rand(len(index)) < 0.5
+            chosen[mirror] = self.flipped[index[mirror]]
+        return self.head(chosen.to(self.device))
+
+
+class Mirrored:
+    """A preprocessing that mirrors the photo left to right first (its repr keys the cache)."""
+
+    def __init__(self, preprocess):
+        self.preprocess = preprocess
+
+    def __call__(self, image):
+        from PIL import ImageOps
+
+        return self.preprocess(ImageOps.mirror(image))
+
+    def __repr__(self) -> str:
+        return f"Mirrored({self.preprocess!r})"
 
 
 class LiveImageFeatures:

@@ -25,7 +25,7 @@ from ..reporting.tables import labels_needed, markdown_table
 from ..training.config import FinetuneCfg
 from ..training.evaluation import evaluate, tuned_title_weights
 from ..training.loop import fit
-from ..training.tasks import attribute_task
+from ..training.tasks import attribute_task, training_priors
 from .prepare import PreparedRun, prepare_run
 
 # method -> captions of a fine-tuning run, or None for the linear probe
@@ -84,25 +84,26 @@ class CurvePoints:
         self.run.model.load_state_dict(self.run.zeroshot_state)
         self.run.model.eval()
 
-    def score(self, spec, captions: str) -> dict:
+    def score(self, spec, captions: str, priors: dict | None = None) -> dict:
         """Test metrics of the current weights, the fusion weight chosen on validation."""
         run = self.run
         weights = tuned_title_weights(run.model, self.features, self.text_fn, [spec], self.targets["val"], captions,
-                                      run.cfg.eval_batch_size) if run.cfg.tune_title_weight else {}
+                                      run.cfg.eval_batch_size, priors) if run.cfg.tune_title_weight else {}
         return evaluate(run.model, self.features, self.text_fn, [spec], self.targets["test"], captions,
-                        run.cfg.eval_batch_size, weights=weights)[spec.attribute]
+                        run.cfg.eval_batch_size, weights=weights, priors=priors)[spec.attribute]
 
     def fine_tune(self, spec, task, captions: str, seed: int) -> dict:
         run = self.run
         self.reset()
+        priors = training_priors([task]) if run.cfg.prior_correction else {}
         result = fit(run.model, [task], self.features, self.text_fn,
                      lambda: evaluate(run.model, self.features, self.text_fn, [spec], self.targets["val"], captions,
-                                      run.cfg.eval_batch_size),
+                                      run.cfg.eval_batch_size, priors=priors, calibrated=run.cfg.calibrated_val_loss),
                      dataclasses.replace(run.cfg, seed=seed, captions=captions), None, run.frozen_modules, run.device,
                      progress=False)
         run.model.load_state_dict(result.best_state, strict=False)
         run.model.eval()
-        return self.score(spec, captions)
+        return self.score(spec, captions, priors)
 
     def linear_probe(self, spec, task, seed: int) -> dict | None:
         if len(np.unique(task.labels)) < 2:

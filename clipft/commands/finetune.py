@@ -4,7 +4,7 @@ the test split."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +15,12 @@ from ..distributed import current_world
 from ..fileio import atomic_write, write_json
 from ..labeller import Head
 from ..metrics import majority_class_metrics
-from ..models import train_preprocess
 from ..reporting.plots import plot_training_curves
 from ..training.checkpoint import load_weights
 from ..training.config import FinetuneCfg
 from ..training.evaluation import evaluate, tuned_title_weights
 from ..training.loop import fit
-from ..training.tasks import Task, attribute_task, check_trainable, swap_vocabulary, title_task
+from ..training.tasks import Task, attribute_task, check_trainable, swap_vocabulary, title_task, training_priors
 from ..training.weights import wise_ft
 from .prepare import PreparedRun, prepare_run
 from .save_labeller import save_labeller
@@ -48,6 +47,7 @@ class Candidate:
     alpha: float  # WiSE-FT alpha (1: the fine-tuned weights, 0: the starting ones)
     state: dict
     captions: str  # label | template
+    priors: dict = field(default_factory=dict)  # log class priors added to its scores (trained candidates)
 
 
 def build_tasks(run: PreparedRun) -> list[Task]:
@@ -66,23 +66,25 @@ def build_tasks(run: PreparedRun) -> list[Task]:
 
 
 class RunScorer:
-    """Scores a split of a prepared run with the model's current weights."""
+    """Scores a split of a prepared run with the model's current weights; ``priors`` are the
+    log class priors of the trained model (empty for zero-shot candidates)."""
 
-    def __init__(self, run: PreparedRun, text_fn, features):
-        self.run, self.text_fn, self.features = run, text_fn, features
+    def __init__(self, run: PreparedRun, text_fn, features, priors: dict):
+        self.run, self.text_fn, self.features, self.priors = run, text_fn, features, priors
         self.targets = run.targets()
 
-    def __call__(self, split: str, captions: str | None = None, features=None, weights=None) -> dict:
+    def __call__(self, split: str, captions: str | None = None, features=None, weights=None, priors=None) -> dict:
         cfg = self.run.cfg
         return evaluate(self.run.model, features or self.features, self.text_fn, self.run.specs, self.targets[split],
                         captions or cfg.captions, cfg.eval_batch_size, with_title_loss=cfg.captions == "title",
-                        weights=weights)
+                        weights=weights, priors=self.priors if priors is None else priors,
+                        calibrated=cfg.calibrated_val_loss)
 
-    def title_weights(self, captions: str) -> dict[str, float]:
+    def title_weights(self, captions: str, priors: dict) -> dict[str, float]:
         if not self.run.cfg.tune_title_weight:
             return {}
         return tuned_title_weights(self.run.model, self.features, self.text_fn, self.run.specs, self.targets["val"],
-                                   captions, self.run.cfg.eval_batch_size)
+                                   captions, self.run.cfg.eval_batch_size, priors)
 
 
 def wise_ft_scan(run: PreparedRun, score: RunScorer, best: dict) -> tuple[pd.DataFrame, float]:
@@ -97,16 +99,17 @@ def wise_ft_scan(run: PreparedRun, score: RunScorer, best: dict) -> tuple[pd.Dat
     return wise, float(wise.loc[wise["val_loss"].idxmin(), "alpha"]) if len(wise) else 1.0
 
 
-def candidates(run: PreparedRun, best: dict, alpha: float) -> list[Candidate]:
+def candidates(run: PreparedRun, best: dict, alpha: float, priors: dict) -> list[Candidate]:
     """Zero-shot (prompt ensembles), the fine-tuned model, and the WiSE-FT model when its
     alpha is neither end. Title runs align a model: both are zero-shot, before and after."""
     cfg = run.cfg
     if cfg.captions == "title":
         return [Candidate("zero-shot before alignment", 0.0, run.zeroshot_state, "template"),
                 Candidate("aligned zero-shot", 1.0, best, "template")]
-    out = [Candidate("zero-shot", 0.0, run.zeroshot_state, "template"), Candidate("fine-tuned", 1.0, best, cfg.captions)]
+    out = [Candidate("zero-shot", 0.0, run.zeroshot_state, "template"),
+           Candidate("fine-tuned", 1.0, best, cfg.captions, priors)]
     if alpha != 1.0:
-        out.append(Candidate("wise-ft", alpha, wise_ft(run.zeroshot_state, best, alpha), cfg.captions))
+        out.append(Candidate("wise-ft", alpha, wise_ft(run.zeroshot_state, best, alpha), cfg.captions, priors))
     return out
 
 
@@ -116,12 +119,12 @@ def compare_on_test(run: PreparedRun, score: RunScorer, models: list[Candidate])
     rows, chosen = [], {}
     for cand in models:
         run.model.load_state_dict(cand.state)
-        weights = chosen[cand.model] = score.title_weights(cand.captions)
+        weights = chosen[cand.model] = score.title_weights(cand.captions, cand.priors)
         variants = {"present": score.features}
         if run.inputs != "image":  # the same model on products whose titles are missing
             variants["removed"] = score.features.without_titles()
         for titles, features in variants.items():
-            test = score("test", cand.captions, features, weights)
+            test = score("test", cand.captions, features, weights, cand.priors)
             rows += [{"attribute": s.attribute, "model": cand.model, "alpha": cand.alpha, "titles": titles,
                       **{k: test[s.attribute][k] for k in ("accuracy", "macro_f1", "n")},
                       "title_weight": test[s.attribute].get("weight", np.nan)}
@@ -145,7 +148,8 @@ def save_run_labeller(run: PreparedRun, out: Path, score: RunScorer, chosen: Can
     aligned model) as a labeller, each attribute scored with the captions and title weight
     the test comparison used."""
     run.model.load_state_dict(chosen.state)
-    heads = {s.attribute: Head(s, chosen.captions, weights.get(s.attribute, run.cfg.title_weight)) for s in run.specs}
+    heads = {s.attribute: Head(s, chosen.captions, weights.get(s.attribute, run.cfg.title_weight),
+                               log_prior=chosen.priors.get(s.attribute)) for s in run.specs}
     save_labeller(out, "finetune", run.model, score.text_fn, heads, score.features, score.targets["val"],
                   run.cfg.eval_batch_size,
                   {"model": run.cfg.model, "title_column": run.catalogue.title_column,
@@ -180,16 +184,16 @@ def run_finetune(cfg: FinetuneCfg, out_dir: str | Path, progress: bool = True) -
         write_json(out / "labels.json", {t.name: dict(Counter(map(str, t.labels)).most_common()) for t in tasks}
                    if cfg.captions != "title" else {"title": len(tasks[0].rows)})
     text_fn = run.text_fn()
-    score = RunScorer(run, text_fn, run.product_features(text_fn))
-    train_features = score.features if run.head is not None else run.product_features(
-        text_fn, train_preprocess(run.model) if cfg.augment else None)
+    priors = training_priors(tasks) if cfg.prior_correction else {}
+    score = RunScorer(run, text_fn, run.product_features(text_fn), priors)
+    train_features = run.product_features(text_fn, train=True)
     result = fit(run.model, tasks, train_features, text_fn, lambda: score("val"), cfg, out, run.frozen_modules,
                  run.device, progress)
     if not world.main:
         return None
     best = load_weights(out / "best.pt")
     wise, best_alpha = wise_ft_scan(run, score, best)
-    models = candidates(run, best, best_alpha)
+    models = candidates(run, best, best_alpha, priors)
     test_rows, chosen = compare_on_test(run, score, models)
     save_run_labeller(run, out, score, models[-1], chosen[models[-1].model])
     run.model.load_state_dict(best)

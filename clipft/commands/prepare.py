@@ -12,13 +12,13 @@ import torch
 import yaml
 
 from ..cache.encoding import encode_catalogue
-from ..cache.image_features import CachedImageFeatures, FrozenEncoder, LiveImageFeatures, frozen_split
+from ..cache.image_features import CachedImageFeatures, FrozenEncoder, LiveImageFeatures, Mirrored, frozen_split
 from ..cache.text_features import text_features
 from ..catalogue import Catalogue, CatalogueError, load_catalogue
 from ..distributed import init_distributed
 from ..fileio import atomic_write, prepare_output_dir
 from ..fusion import ProductFeatures, resolve_inputs
-from ..models import load_model, resolve_device
+from ..models import load_model, resolve_device, train_preprocess
 from ..precision import encoding_precision, resolve_precision
 from ..prompts import PromptSpec, load_prompt_specs, warn_missing_columns
 from ..reporting.results import write_skipped
@@ -51,22 +51,25 @@ class PreparedRun:
     frozen_modules: list
     head: torch.nn.Module | None  # trainable head on cached features (fast path), else None
     features: np.ndarray  # per catalogue row: frozen image features (NaN where skipped)
+    flipped: np.ndarray | None  # the same of the mirrored photos (fast path with augment), else None
     usable: np.ndarray  # rows whose photo was read
     rows: dict[str, np.ndarray]  # train/val/test rows
     titles: list[str | None]
     inputs: str  # image | text | fusion, resolved
 
-    def image_fn(self, transform=None):
-        """Image side for scoring (or, with a training ``transform``, for training)."""
+    def image_fn(self, train: bool = False):
+        """Image side for scoring, or for training (augmented when the config says so: mirrored
+        cached copies on the fast path, OpenCLIP's training transform on photos)."""
         if self.head is not None:
-            return CachedImageFeatures(self.features, self.head, self.device)
-        return LiveImageFeatures(self.model, self.catalogue.image_paths, transform or self.preprocess, self.device)
+            return CachedImageFeatures(self.features, self.head, self.device, self.flipped if train else None)
+        transform = train_preprocess(self.model) if train and self.cfg.augment else self.preprocess
+        return LiveImageFeatures(self.model, self.catalogue.image_paths, transform, self.device)
 
     def text_fn(self):
         return text_features(self.model, self.tokenizer, self.device, self.cfg.cache_dir)
 
-    def product_features(self, text_fn, transform=None) -> ProductFeatures:
-        return ProductFeatures(self.image_fn(transform), text_fn, np.array(self.titles, dtype=object),
+    def product_features(self, text_fn, train: bool = False) -> ProductFeatures:
+        return ProductFeatures(self.image_fn(train), text_fn, np.array(self.titles, dtype=object),
                                self.inputs, self.cfg.title_weight)
 
     def targets(self) -> dict[str, SplitTargets]:
@@ -97,6 +100,12 @@ def assign_splits(cfg: FinetuneCfg, catalogue: Catalogue, specs, features: np.nd
     return split, groups
 
 
+def _encode(cfg: FinetuneCfg, encoder, preprocess, catalogue: Catalogue, device, progress: bool):
+    with encoding_precision(resolve_precision(cfg.precision, device)):
+        return encode_catalogue(encoder, preprocess, catalogue, cfg.skip_bad, cfg.cache_dir, device,
+                                cfg.eval_batch_size, cfg.workers, progress)
+
+
 def prepare_run(cfg: FinetuneCfg, out: Path, progress: bool = True) -> PreparedRun:
     """catalogue -> model -> frozen features -> split; writes config.yaml, skipped.csv and splits.csv."""
     prepare_output_dir(out, RUN_OUTPUTS)
@@ -115,14 +124,18 @@ def prepare_run(cfg: FinetuneCfg, out: Path, progress: bool = True) -> PreparedR
     model, preprocess, tokenizer = load_model(cfg.model, cfg.pretrained, device)
     zeroshot_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     frozen_modules = lock_towers(model, cfg)
-    fast = frozen_split(model) if cfg.lock_image and cfg.unlocked_image_groups == 0 else None
+    fast = frozen_split(model) if cfg.lock_image else None
 
     # Frozen features serve the fast path and find near-duplicate photos for the split.
-    with encoding_precision(resolve_precision(cfg.precision, device)):
-        encoding = encode_catalogue(FrozenEncoder(fast[0] if fast else model.visual), preprocess, catalogue,
-                                    cfg.skip_bad, cfg.cache_dir, device, cfg.eval_batch_size, cfg.workers, progress)
+    encoder = FrozenEncoder(fast[0] if fast else model.visual)
+    encoding = _encode(cfg, encoder, preprocess, catalogue, device, progress)
     features = np.full((len(catalogue), encoding.embeddings.shape[1]), np.nan, dtype=np.float32)
     features[encoding.rows] = encoding.embeddings
+    flipped = None
+    if fast and cfg.augment:
+        flipped = np.full_like(features, np.nan)
+        mirrored = _encode(cfg, encoder, Mirrored(preprocess), catalogue, device, progress)
+        flipped[mirrored.rows] = mirrored.embeddings
     split, groups = assign_splits(cfg, catalogue, specs, features, encoding.rows)
     if world.main:
         write_skipped(catalogue, encoding.skipped, out / "skipped.csv")
@@ -130,4 +143,4 @@ def prepare_run(cfg: FinetuneCfg, out: Path, progress: bool = True) -> PreparedR
             pd.DataFrame({"id": catalogue.ids, "split": split, "group": groups}).to_csv(f, index=False)
     rows = {name: np.flatnonzero(split == name) for name in SPLITS}
     return PreparedRun(cfg, catalogue, specs, model, preprocess, tokenizer, device, zeroshot_state, frozen_modules,
-                       fast[1] if fast else None, features, encoding.rows, rows, catalogue.titles(), inputs)
+                       fast[1] if fast else None, features, flipped, encoding.rows, rows, catalogue.titles(), inputs)

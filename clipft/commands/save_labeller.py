@@ -56,7 +56,8 @@ def save_labeller(out: Path, kind: str, model, text_fn, heads: dict[str, Head], 
         arrays[f"{name}.logits"], arrays[f"{name}.y"] = logits, y
         attributes[name] = {"prompts": spec_to_dict(head.spec), "captions": head.captions,
                             "title_weight": head.title_weight, "classifier": _classifier_file(out, name, head),
-                            "calibration": head.calibration.to_dict()}
+                            "calibration": head.calibration.to_dict(),
+                            "log_prior": None if head.log_prior is None else [float(v) for v in head.log_prior]}
     with atomic_write(out / WEIGHTS_FILE, "wb") as f:
         f.write(safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}))
     buffer = io.BytesIO()

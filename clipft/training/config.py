@@ -59,7 +59,7 @@ class FinetuneCfg:
     unlocked_image_groups: int = 0  # with lock_image: leave the last N layer groups of the image tower trainable
     lock_text: bool = False
     unlocked_text_layers: int = 0  # with lock_text: leave the last N text layers trainable
-    augment: bool = False  # random resized crops etc. when images go through a trainable image tower
+    augment: bool = False  # cached features: a mirrored copy half the time; photos: OpenCLIP's training transform
     # optimisation
     epochs: int = 10
     batch_size: int = 64
@@ -69,6 +69,8 @@ class FinetuneCfg:
     warmup_steps: int = 20
     grad_clip: float = 1.0  # gradient norm limit (0: no clipping)
     patience: int = 3  # epochs without a lower validation loss before stopping
+    prior_correction: bool = True  # add the log class frequencies of the training labels to fine-tuned scores
+    calibrated_val_loss: bool = True  # choose epochs on each attribute's validation loss after temperature scaling
     validate_start: bool = False  # also score the starting weights (epoch 0): they are kept if no epoch beats them
     min_epoch_steps: int = 1  # per task: a few-shot epoch is lengthened to at least this many batches
     wise_alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])

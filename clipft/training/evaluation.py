@@ -7,7 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.special import softmax
 from sklearn.metrics import log_loss
+
+from ..calibration import fit_temperature
 
 from ..fusion import WEIGHT_GRID, ProductFeatures, batched_parts, combine
 from ..losses import CaptionContrastiveLoss, caption_ids
@@ -38,12 +41,13 @@ def split_targets(frame, specs: list[PromptSpec], titles: list[str | None], rows
     return SplitTargets(per_rows, per_labels, title_rows, np.array([titles[r] for r in title_rows], dtype=object))
 
 
-def _scores(clf: ZeroShotClassifier, embeddings: torch.Tensor, labels: np.ndarray) -> dict:
-    proba = clf.predict_proba(embeddings.numpy())
+def _scores(clf: ZeroShotClassifier, embeddings: torch.Tensor, labels: np.ndarray, calibrated: bool) -> dict:
+    logits = clf.decision_function(embeddings.numpy())
     index = {c: i for i, c in enumerate(clf.classes_)}
     target = np.array([index[v] for v in labels])
-    loss = float(log_loss(target, proba, labels=np.arange(len(clf.classes_))))
-    metrics = classification_metrics(labels, clf.classes_[proba.argmax(axis=1)])
+    temperature = fit_temperature(logits, target) if calibrated else 1.0
+    loss = float(log_loss(target, softmax(logits / temperature, axis=1), labels=np.arange(len(clf.classes_))))
+    metrics = classification_metrics(labels, clf.classes_[logits.argmax(axis=1)])
     return {"loss": loss, "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "n": metrics["n"]}
 
 
@@ -63,7 +67,8 @@ def _title_loss(model, features: ProductFeatures, text_fn, targets: SplitTargets
 @torch.no_grad()
 def evaluate(model, features: ProductFeatures, text_fn, specs: list[PromptSpec], targets: SplitTargets,
              captions: str, batch_size: int = 256, with_title_loss: bool = False,
-             weights: dict[str, float] | None = None, tune_weights: bool = False) -> dict:
+             weights: dict[str, float] | None = None, tune_weights: bool = False,
+             priors: dict[str, np.ndarray] | None = None, calibrated: bool = False) -> dict:
     """Per-attribute loss/accuracy/macro-F1 and, when asked, the title contrastive loss.
 
     ``loss`` is the mean of the losses of what the run trains: each attribute's cross-entropy
@@ -73,6 +78,11 @@ def evaluate(model, features: ProductFeatures, text_fn, specs: list[PromptSpec],
     Fusion models use ``features.weight``, or per attribute ``weights[attribute]``; with
     ``tune_weights`` each attribute takes the weight of :data:`WEIGHT_GRID` with the best
     accuracy here (and reports it as ``weight``), which is how validation picks it.
+    ``priors[attribute]``: the log class prior a fine-tuned model's scores add (see
+    :class:`clipft.zeroshot.ZeroShotClassifier`). ``calibrated``: each attribute's loss after
+    the temperature scaling that fits it best (as a labeller is calibrated on validation), so
+    that an epoch is not judged by how over-confident it has grown but by how well it ranks
+    the classes; accuracy and macro-F1 do not depend on it.
     """
     out: dict = {}
     losses = []
@@ -80,13 +90,14 @@ def evaluate(model, features: ProductFeatures, text_fn, specs: list[PromptSpec],
         rows, labels = targets.rows[spec.attribute], targets.labels[spec.attribute]
         if not len(rows):
             continue
-        clf = ZeroShotClassifier(model, None, spec.bare() if captions == "label" else spec, text_fn=text_fn).fit()
+        clf = ZeroShotClassifier(model, None, spec.bare() if captions == "label" else spec, text_fn=text_fn,
+                                 log_prior=(priors or {}).get(spec.attribute)).fit()
         parts = batched_parts(features, rows, batch_size)
         if features.inputs != "fusion":
             candidates = [features.weight]
         else:
             candidates = WEIGHT_GRID if tune_weights else [(weights or {}).get(spec.attribute, features.weight)]
-        scored = [(w, _scores(clf, combine(parts, features.inputs, w), labels)) for w in candidates]
+        scored = [(w, _scores(clf, combine(parts, features.inputs, w), labels, calibrated)) for w in candidates]
         weight, result = max(scored, key=lambda item: item[1]["accuracy"])  # first best: the lowest weight
         out[spec.attribute] = result | ({"weight": weight} if features.inputs == "fusion" else {})
         if captions != "title":
@@ -99,10 +110,10 @@ def evaluate(model, features: ProductFeatures, text_fn, specs: list[PromptSpec],
 
 
 def tuned_title_weights(model, features: ProductFeatures, text_fn, specs: list[PromptSpec], val: SplitTargets,
-                        captions: str, batch_size: int = 256) -> dict[str, float]:
+                        captions: str, batch_size: int = 256, priors: dict | None = None) -> dict[str, float]:
     """Per attribute, the fusion title weight of :data:`WEIGHT_GRID` most accurate on
     validation (empty unless the features fuse photo and title)."""
     if features.inputs != "fusion":
         return {}
-    scored = evaluate(model, features, text_fn, specs, val, captions, batch_size, tune_weights=True)
+    scored = evaluate(model, features, text_fn, specs, val, captions, batch_size, tune_weights=True, priors=priors)
     return {s.attribute: scored[s.attribute]["weight"] for s in specs if s.attribute in scored}

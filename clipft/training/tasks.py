@@ -51,6 +51,18 @@ class Task:
         return [chosen[v] for v in self.texts[positions]]
 
 
+def class_log_prior(labels: np.ndarray, classes) -> np.ndarray:
+    """Log frequency of each of ``classes`` among the training ``labels`` (add-one smoothed, so a
+    class without examples is rare, not impossible)."""
+    counts = np.array([np.sum(labels == c) for c in classes], dtype=float)
+    return np.log((counts + 1) / (counts.sum() + len(classes)))
+
+
+def training_priors(tasks: list["Task"]) -> dict[str, np.ndarray]:
+    """Per attribute task, :func:`class_log_prior` of its examples."""
+    return {t.name: class_log_prior(t.labels, t.spec.classes) for t in tasks if t.spec is not None}
+
+
 def sample_shots(labels: np.ndarray, shots: int | None, seed: int) -> np.ndarray:
     """Positions of at most ``shots`` examples per class (all of them when ``shots`` is None)."""
     if shots is None:

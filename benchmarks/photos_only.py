@@ -1,0 +1,72 @@
+"""Photos only, all labels: the fine-tuned model against a logistic-regression probe on the
+fashion test split, per attribute (gender, articleType top 20, baseColour top 15, season).
+
+    python benchmarks/photos_only.py --set cache_dir=/tmp/cache [--name NAME --set key=value ...]
+
+Both start from the aligned offline model (`clipft align --out runs/align-lite0-minilm`) and its
+split. Fine-tuning is `clipft finetune --config configs/photos-fashion.yaml` (one model for the
+four attributes); the probe is `clipft probe` (logistic regression, `C` chosen on validation) on
+the same config. Runs are kept under benchmarks/.work/photos_only/NAME and are not repeated;
+results are added to benchmarks/results/photos_only.{csv,md} under NAME.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from clipft.commands.finetune import run_finetune
+from clipft.commands.probe import run_probe
+from clipft.fileio import atomic_write
+from clipft.reporting.tables import markdown_table
+from clipft.training.config import load_config
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+
+def measure(config: str, overrides: list[str], work: Path) -> pd.DataFrame:
+    """Test accuracy of the fine-tuned model and of the probe, one row per attribute."""
+    if not (work / "finetune" / "comparison.csv").is_file():
+        run_finetune(load_config(config, overrides), work / "finetune", progress=False)
+    if not (work / "probe" / "probe.csv").is_file():
+        run_probe(load_config(config, overrides), work / "probe", ("logistic",), ("image",), progress=False)
+    comparison = pd.read_csv(work / "finetune" / "comparison.csv")
+    probe = pd.read_csv(work / "probe" / "probe.csv")
+    tuned = comparison[(comparison["model"] == "fine-tuned") & (comparison["titles"] == "present")]
+    zero = comparison[(comparison["model"] == "zero-shot") & (comparison["titles"] == "present")]
+    probe = probe[probe["titles"] == "present"]
+    table = pd.DataFrame({"zero-shot": zero.set_index("attribute")["accuracy"],
+                          "linear probe": probe.set_index("attribute")["accuracy"],
+                          "fine-tuned": tuned.set_index("attribute")["accuracy"]})
+    table.loc["mean"] = table.mean()
+    table["fine-tuned - probe"] = table["fine-tuned"] - table["linear probe"]
+    return table.rename_axis("attribute").reset_index()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(REPO / "configs" / "photos-fashion.yaml"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--name", default="multi-scale", help="the row label of this variant in the results")
+    parser.add_argument("--work", default=str(HERE / ".work" / "photos_only"))
+    parser.add_argument("--out", default=str(HERE / "results"))
+    args = parser.parse_args()
+    table = measure(args.config, args.overrides, Path(args.work) / args.name)
+    table.insert(0, "variant", args.name)
+    table["command"] = f"python benchmarks/photos_only.py {' '.join(sys.argv[1:])}"
+    path = Path(args.out) / "photos_only.csv"
+    previous = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=table.columns)
+    results = pd.concat([previous[previous["variant"] != args.name], table], ignore_index=True)
+    with atomic_write(path) as f:
+        results.to_csv(f, index=False)
+    with atomic_write(Path(args.out) / "photos_only.md") as f:
+        f.write("Test accuracy, photos only, trained on the whole train split (`benchmarks/photos_only.py`)\n\n")
+        f.write(markdown_table(results.drop(columns="command").round(3)))
+    print(table.drop(columns="command").to_string(float_format=lambda v: f"{v:.3f}"))
+
+
+if __name__ == "__main__":
+    main()

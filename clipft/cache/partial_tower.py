@@ -1,0 +1,100 @@
+"""Partial fine-tuning on cached activations: the fast path, generalised to a partly unlocked
+image trunk.
+
+With the first blocks of a timm trunk locked and its last ``unlocked_image_groups`` trainable,
+everything up to the first trainable block is fixed. Its output (the activation map where the
+frozen part ends, flattened, followed by the pooled stages that end inside it, see
+:mod:`clipft.multiscale`) is computed once and cached like any embedding, keyed by the frozen
+part's weights; training runs the unlocked blocks, the pooling and the projection on it. On the
+fashion photos the last two groups of EfficientNet-Lite0 run on 7x7 maps, a small part of the
+network's work, so an epoch takes seconds instead of a pass over the photos.
+
+Trunks laid out as timm's EfficientNet/MobileNet family are supported (``conv_stem``, ``bn1``,
+``blocks`` of stages, ``conv_head``, ``bn2``, ``global_pool``); other towers with unlocked
+groups run on photos.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..multiscale import blank_output, pool_stage
+
+_LAYOUT = ("conv_stem", "bn1", "blocks", "conv_head", "bn2", "global_pool")
+
+
+def trunk_steps(trunk: nn.Module) -> tuple[list[nn.Module], dict[int, int]] | None:
+    """(the trunk's modules in the order its forward runs them, {step index: stage} where a
+    pooled stage ends), or None for a trunk of another layout."""
+    if not all(hasattr(trunk, name) for name in _LAYOUT) or getattr(trunk, "drop_rate", 0) > 0:
+        return None
+    blocks = [block for stage in trunk.blocks for block in stage]
+    steps = [trunk.conv_stem, trunk.bn1, *blocks, trunk.conv_head, trunk.bn2, trunk.global_pool]
+    pooled = getattr(getattr(trunk, "stage_pool", None), "stages", [])
+    ends, last = {}, 1
+    for stage in trunk.blocks:
+        last += len(stage)
+        if any(stage is s for s in pooled):
+            ends[last] = len(ends)
+    return steps, ends
+
+
+def _trainable(module: nn.Module) -> bool:
+    return any(p.requires_grad for p in module.parameters())
+
+
+class FrozenPrefix(nn.Module):
+    """The trunk up to its first trainable block: (activation map flattened, pooled stages)."""
+
+    def __init__(self, steps: list[nn.Module], ends: dict[int, int]):
+        super().__init__()
+        self.steps = nn.ModuleList(steps)
+        self.ends = ends
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = []
+        for i, step in enumerate(self.steps):
+            x = step(x)
+            if i in self.ends:
+                pooled.append(pool_stage(x).to(x.dtype))
+        return torch.cat([x.flatten(1), *pooled], dim=1)
+
+
+class TrainableSuffix(nn.Module):
+    """The rest of the tower on a :class:`FrozenPrefix` output: the unlocked blocks, the pooled
+    stages they end, global pooling and the projection head."""
+
+    def __init__(self, steps: list[nn.Module], ends: dict[int, int], offset: int, shape: tuple[int, ...],
+                 head: nn.Module):
+        super().__init__()
+        self.steps = nn.ModuleList(steps)
+        self.ends = {i - offset: stage for i, stage in ends.items() if i >= offset}
+        self.shape, self.head = shape, head
+
+    def forward(self, cached: torch.Tensor) -> torch.Tensor:
+        size = int(torch.tensor(self.shape).prod())
+        x = cached[:, :size].reshape(-1, *self.shape).contiguous(memory_format=torch.channels_last)
+        pooled = [cached[:, size:]]
+        for i, step in enumerate(self.steps):
+            x = step(x)
+            if i in self.ends:
+                pooled.append(pool_stage(x).to(x.dtype))
+        return self.head(torch.cat([x, *pooled], dim=1))
+
+
+def partial_split(visual: nn.Module) -> tuple[FrozenPrefix, TrainableSuffix] | None:
+    """(frozen prefix, trainable suffix) of an image tower whose trunk's last blocks are
+    unlocked, or None where the layout is not supported or nothing before the pooling is frozen."""
+    trunk, head = visual.trunk, visual.head
+    layout = trunk_steps(trunk)
+    if layout is None:
+        return None
+    steps, ends = layout
+    boundary = next((i for i, step in enumerate(steps) if _trainable(step)), len(steps))
+    if boundary == 0 or any(not _trainable(s) and i > boundary and list(s.parameters())
+                            for i, s in enumerate(steps)):
+        return None  # nothing frozen, or a frozen block after a trainable one
+    prefix = FrozenPrefix(steps[:boundary], {i: s for i, s in ends.items() if i < boundary})
+    shape = tuple(blank_output(nn.Sequential(*prefix.steps), visual.image_size).shape[1:])
+    return prefix, TrainableSuffix(steps[boundary:], ends, boundary, shape, head)
+
