@@ -25,6 +25,7 @@ from clipft.training.config import load_config
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+ATTRIBUTES = ("gender", "category", "color", "season", "mean")
 
 
 def measure(config: str, overrides: list[str], work: Path) -> pd.DataFrame:
@@ -46,6 +47,17 @@ def measure(config: str, overrides: list[str], work: Path) -> pd.DataFrame:
     return table.rename_axis("attribute").reset_index()
 
 
+def summary(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per variant (fine-tuned accuracy per attribute and mean), after the zero-shot and
+    probe rows of the first variant (every variant starts from the same model and split)."""
+    wide = results.pivot_table(index="variant", columns="attribute", values="fine-tuned", sort=False)
+    first = results[results["variant"] == results["variant"].iloc[0]].set_index("attribute")
+    reference = pd.DataFrame([first["zero-shot"], first["linear probe"]], index=["zero-shot", "linear probe"])
+    columns = [a for a in ATTRIBUTES if a in first.index] + [a for a in first.index if a not in ATTRIBUTES]
+    table = pd.concat([reference, wide.rename(index=lambda v: f"fine-tuned: {v}")])[columns]
+    return table.rename_axis("model").reset_index()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(REPO / "configs" / "photos-fashion.yaml"))
@@ -63,8 +75,9 @@ def main() -> None:
     with atomic_write(path) as f:
         results.to_csv(f, index=False)
     with atomic_write(Path(args.out) / "photos_only.md") as f:
-        f.write("Test accuracy, photos only, trained on the whole train split (`benchmarks/photos_only.py`)\n\n")
-        f.write(markdown_table(results.drop(columns="command").round(3)))
+        f.write("Test accuracy, photos only, trained on the whole train split (`benchmarks/photos_only.py`; "
+                "commands in photos_only.csv)\n\n")
+        f.write(markdown_table(summary(results).round(3)))
     print(table.drop(columns="command").to_string(float_format=lambda v: f"{v:.3f}"))
 
 

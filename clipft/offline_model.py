@@ -87,8 +87,9 @@ def create_lite0_minilm(from_checkpoint: bool = False, device: str | torch.devic
     import open_clip
     from open_clip.tokenizer import HFTokenizer
 
-    from .models import without_clipft_section
+    from .models import register_model_configs, without_clipft_section
 
+    register_model_configs()
     without_clipft_section(OFFLINE_MODEL)
     _register_bert_layers()
     cfg = open_clip.get_model_config(OFFLINE_MODEL)

@@ -15,6 +15,8 @@ groups run on photos.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -69,10 +71,10 @@ class TrainableSuffix(nn.Module):
         super().__init__()
         self.steps = nn.ModuleList(steps)
         self.ends = {i - offset: stage for i, stage in ends.items() if i >= offset}
-        self.shape, self.head = shape, head
+        self.shape, self.size, self.head = shape, math.prod(shape), head
 
     def forward(self, cached: torch.Tensor) -> torch.Tensor:
-        size = int(torch.tensor(self.shape).prod())
+        size = self.size
         x = cached[:, :size].reshape(-1, *self.shape).contiguous(memory_format=torch.channels_last)
         pooled = [cached[:, size:]]
         for i, step in enumerate(self.steps):
@@ -91,9 +93,9 @@ def partial_split(visual: nn.Module) -> tuple[FrozenPrefix, TrainableSuffix] | N
         return None
     steps, ends = layout
     boundary = next((i for i, step in enumerate(steps) if _trainable(step)), len(steps))
-    if boundary == 0 or any(not _trainable(s) and i > boundary and list(s.parameters())
-                            for i, s in enumerate(steps)):
-        return None  # nothing frozen, or a frozen block after a trainable one
+    frozen_after = [s for s in steps[boundary:] if list(s.parameters()) and not _trainable(s)]
+    if boundary == 0 or frozen_after:
+        return None  # nothing frozen, or a frozen block after a trainable one (it would run at every step)
     prefix = FrozenPrefix(steps[:boundary], {i: s for i, s in ends.items() if i < boundary})
     shape = tuple(blank_output(nn.Sequential(*prefix.steps), visual.image_size).shape[1:])
     return prefix, TrainableSuffix(steps[boundary:], ends, boundary, shape, head)
