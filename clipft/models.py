@@ -120,7 +120,7 @@ def load_model(
     except (RuntimeError, ValueError, KeyError, AttributeError, EOFError, pickle.UnpicklingError) as err:
         if pretrained and os.path.isfile(pretrained):
             stages = "size mismatch for visual.head.proj.weight" in str(err) and image_stages(name)
-            hint = (f"; its image projection does not read the {image_stages(name)} pooled trunk stages of "
+            hint = (f"; its image projection does not read the {stages} pooled trunk stages of "
                     f"{name}, so it predates multi-scale features: align again with `clipft align`") if stages else ""
             raise ModelLoadError(f"--pretrained {pretrained}: not a checkpoint of {name} "
                                  f"({type(err).__name__}: {str(err).splitlines()[0][:200]}){hint}") from err

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..catalogue import ImageFiles
-from .partial_tower import partial_split
+from .partial_tower import partial_split, trainable
 
 
 class FrozenEncoder(nn.Module):
@@ -40,12 +40,12 @@ def frozen_split(model) -> tuple[nn.Module, nn.Module] | None:
     """(frozen part, trainable rest) of a locked image tower, or None when no part of it can be
     cached (a tower of another layout with unlocked blocks must run on images)."""
     visual = model.visual
-    if not any(p.requires_grad for p in visual.parameters()):
+    if not trainable(visual):
         return visual, nn.Identity()
     trunk, head = getattr(visual, "trunk", None), getattr(visual, "head", None)
     if trunk is None or head is None:
         return None
-    if not any(p.requires_grad for p in trunk.parameters()):
+    if not trainable(trunk):
         return trunk, head  # timm towers (lite0-minilm): LiT-style locked trunk, trainable projection
     return partial_split(visual)  # the trunk's last blocks unlocked: cached activations
 

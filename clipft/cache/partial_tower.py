@@ -25,40 +25,47 @@ from ..multiscale import blank_output, pool_stage
 _LAYOUT = ("conv_stem", "bn1", "blocks", "conv_head", "bn2", "global_pool")
 
 
-def trunk_steps(trunk: nn.Module) -> tuple[list[nn.Module], dict[int, int]] | None:
-    """(the trunk's modules in the order its forward runs them, {step index: stage} where a
-    pooled stage ends), or None for a trunk of another layout."""
+def trunk_steps(trunk: nn.Module) -> tuple[list[nn.Module], set[int]] | None:
+    """(the trunk's modules in the order its forward runs them, the indices of the steps where
+    a pooled stage ends), or None for a trunk of another layout."""
     if not all(hasattr(trunk, name) for name in _LAYOUT) or getattr(trunk, "drop_rate", 0) > 0:
         return None
     blocks = [block for stage in trunk.blocks for block in stage]
     steps = [trunk.conv_stem, trunk.bn1, *blocks, trunk.conv_head, trunk.bn2, trunk.global_pool]
     pooled = getattr(getattr(trunk, "stage_pool", None), "stages", [])
-    ends, last = {}, 1
+    ends, last = set(), 1
     for stage in trunk.blocks:
         last += len(stage)
         if any(stage is s for s in pooled):
-            ends[last] = len(ends)
+            ends.add(last)
     return steps, ends
 
 
-def _trainable(module: nn.Module) -> bool:
+def trainable(module: nn.Module) -> bool:
+    """Whether any weight of ``module`` trains."""
     return any(p.requires_grad for p in module.parameters())
+
+
+def run_steps(steps: nn.ModuleList, ends: set[int], x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``x`` through ``steps``, and the pooled stages that end at the steps in ``ends``, in order."""
+    pooled = []
+    for i, step in enumerate(steps):
+        x = step(x)
+        if i in ends:
+            pooled.append(pool_stage(x).to(x.dtype))
+    return x, pooled
 
 
 class FrozenPrefix(nn.Module):
     """The trunk up to its first trainable block: (activation map flattened, pooled stages)."""
 
-    def __init__(self, steps: list[nn.Module], ends: dict[int, int]):
+    def __init__(self, steps: list[nn.Module], ends: set[int]):
         super().__init__()
         self.steps = nn.ModuleList(steps)
         self.ends = ends
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = []
-        for i, step in enumerate(self.steps):
-            x = step(x)
-            if i in self.ends:
-                pooled.append(pool_stage(x).to(x.dtype))
+        x, pooled = run_steps(self.steps, self.ends, x)
         return torch.cat([x.flatten(1), *pooled], dim=1)
 
 
@@ -66,22 +73,17 @@ class TrainableSuffix(nn.Module):
     """The rest of the tower on a :class:`FrozenPrefix` output: the unlocked blocks, the pooled
     stages they end, global pooling and the projection head."""
 
-    def __init__(self, steps: list[nn.Module], ends: dict[int, int], offset: int, shape: tuple[int, ...],
+    def __init__(self, steps: list[nn.Module], ends: set[int], offset: int, shape: tuple[int, ...],
                  head: nn.Module):
         super().__init__()
         self.steps = nn.ModuleList(steps)
-        self.ends = {i - offset: stage for i, stage in ends.items() if i >= offset}
+        self.ends = {i - offset for i in ends if i >= offset}
         self.shape, self.size, self.head = shape, math.prod(shape), head
 
     def forward(self, cached: torch.Tensor) -> torch.Tensor:
-        size = self.size
-        x = cached[:, :size].reshape(-1, *self.shape).contiguous(memory_format=torch.channels_last)
-        pooled = [cached[:, size:]]
-        for i, step in enumerate(self.steps):
-            x = step(x)
-            if i in self.ends:
-                pooled.append(pool_stage(x).to(x.dtype))
-        return self.head(torch.cat([x, *pooled], dim=1))
+        x = cached[:, : self.size].reshape(-1, *self.shape).contiguous(memory_format=torch.channels_last)
+        x, pooled = run_steps(self.steps, self.ends, x)
+        return self.head(torch.cat([x, cached[:, self.size :], *pooled], dim=1))
 
 
 def partial_split(visual: nn.Module) -> tuple[FrozenPrefix, TrainableSuffix] | None:
@@ -92,11 +94,11 @@ def partial_split(visual: nn.Module) -> tuple[FrozenPrefix, TrainableSuffix] | N
     if layout is None:
         return None
     steps, ends = layout
-    boundary = next((i for i, step in enumerate(steps) if _trainable(step)), len(steps))
-    frozen_after = [s for s in steps[boundary:] if list(s.parameters()) and not _trainable(s)]
+    boundary = next((i for i, step in enumerate(steps) if trainable(step)), len(steps))
+    frozen_after = [s for s in steps[boundary:] if list(s.parameters()) and not trainable(s)]
     if boundary == 0 or frozen_after:
         return None  # nothing frozen, or a frozen block after a trainable one (it would run at every step)
-    prefix = FrozenPrefix(steps[:boundary], {i: s for i, s in ends.items() if i < boundary})
+    prefix = FrozenPrefix(steps[:boundary], {i for i in ends if i < boundary})
     shape = tuple(blank_output(nn.Sequential(*prefix.steps), visual.image_size).shape[1:])
     return prefix, TrainableSuffix(steps[boundary:], ends, boundary, shape, head)
 
