@@ -1,11 +1,11 @@
 """What multi-scale features cost: lite0-minilm's image tower with and without its pooled
-trunk stages, the same weights, timed in alternation in one process (so both see the same
+trunk stages and colour histogram (as its JSON config sets them), the same weights, timed in alternation in one process (so both see the same
 machine load), on batches of 64 images at 224x224.
 
     python benchmarks/multiscale_cost.py [--rounds 6]
 
 Results go to benchmarks/results/multiscale_cost.{json,md}. benchmarks/throughput.py measures
-the whole encoding path of the model as shipped (with its stages).
+the whole encoding path of the model as shipped (with its stages and histogram).
 """
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 
 from clipft.fileio import atomic_write, write_json
+from clipft.models import image_stages
 from clipft.multiscale import add_stages
-from clipft.offline_model import create_lite0_minilm
+from clipft.offline_model import OFFLINE_MODEL, create_lite0_minilm
 
 HERE = Path(__file__).resolve().parent
 
@@ -27,7 +28,7 @@ def towers():
     """(single-scale, multi-scale) lite0-minilm with identical trunk weights, in eval mode."""
     plain, _ = create_lite0_minilm()
     staged, _ = create_lite0_minilm(from_checkpoint=True)
-    add_stages(staged, 7)
+    add_stages(staged, *image_stages(OFFLINE_MODEL))
     staged.visual.trunk.load_state_dict(plain.visual.trunk.state_dict())
     for model in (plain, staged):
         model.eval().visual.to(memory_format=torch.channels_last)

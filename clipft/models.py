@@ -69,13 +69,13 @@ def _resolve_pretrained(name: str, pretrained: str | None) -> str | None:
     raise ModelLoadError(f"--pretrained {pretrained!r} is neither a file nor a known tag for {name}. Tags: {known}")
 
 
-def image_stages(name: str) -> int:
-    """How many image-tower stages an architecture of clipft's projects beside its last
-    (``"clipft": {"image_stages": N}`` in its JSON config; 0 for OpenCLIP's own)."""
+def image_stages(name: str) -> tuple[int, int]:
+    """(how many image-tower stages an architecture of clipft's projects beside its last, the
+    bins per channel of its colour histogram): ``"clipft": {"image_stages": N, "colour_bins": B}``
+    in its JSON config; (0, 0) for OpenCLIP's own."""
     path = _CONFIG_DIR / f"{name}.json"
-    if not path.is_file():
-        return 0
-    return int(json.loads(path.read_text(encoding="utf-8")).get("clipft", {}).get("image_stages", 0))
+    section = json.loads(path.read_text(encoding="utf-8")).get("clipft", {}) if path.is_file() else {}
+    return int(section.get("image_stages", 0)), int(section.get("colour_bins", 0))
 
 
 def without_clipft_section(name: str) -> None:
@@ -88,7 +88,7 @@ def _create(name: str, pretrained: str | None, device):
     """The model with its image stages added before a checkpoint file is loaded (the checkpoint
     holds the stages' projection); OpenCLIP tags are loaded first (they have no stages)."""
     without_clipft_section(name)
-    stages = image_stages(name)
+    stages, colour_bins = image_stages(name)
     checkpoint = pretrained if pretrained and os.path.isfile(pretrained) else None
     if name == OFFLINE_MODEL:
         model, tokenizer = create_lite0_minilm(checkpoint is not None, device=device)
@@ -96,7 +96,7 @@ def _create(name: str, pretrained: str | None, device):
         tag = None if checkpoint else pretrained
         model, tokenizer = open_clip.create_model(name, pretrained=tag, device=device), open_clip.get_tokenizer(name)
     if stages:
-        add_stages(model, stages)
+        add_stages(model, stages, colour_bins)
     if checkpoint:
         open_clip.load_checkpoint(model, checkpoint)
     return model, tokenizer
@@ -119,9 +119,11 @@ def load_model(
         model, tokenizer = _create(name, pretrained, device)
     except (RuntimeError, ValueError, KeyError, AttributeError, EOFError, pickle.UnpicklingError) as err:
         if pretrained and os.path.isfile(pretrained):
-            stages = "size mismatch for visual.head.proj.weight" in str(err) and image_stages(name)
-            hint = (f"; its image projection does not read the {stages} pooled trunk stages of "
-                    f"{name}, so it predates multi-scale features: align again with `clipft align`") if stages else ""
+            stages, colour_bins = image_stages(name)
+            histogram = f" and the {colour_bins}-bin colour histogram" if colour_bins else ""
+            hint = (f"; its image projection does not read the {stages} pooled trunk stages{histogram} of "
+                    f"{name}, so it predates these multi-scale features: align again with `clipft align`"
+                    ) if stages and "size mismatch for visual.head.proj.weight" in str(err) else ""
             raise ModelLoadError(f"--pretrained {pretrained}: not a checkpoint of {name} "
                                  f"({type(err).__name__}: {str(err).splitlines()[0][:200]}){hint}") from err
         if pretrained:

