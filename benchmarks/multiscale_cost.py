@@ -1,6 +1,7 @@
 """What multi-scale features cost: lite0-minilm's image tower with and without its pooled
-trunk stages and colour histogram (as its JSON config sets them), the same weights, timed in alternation in one process (so both see the same
-machine load), on batches of 64 images at 224x224.
+trunk stages and colour histogram (as its JSON config sets them), the same weights, timed in
+alternation in one process (so both see the same machine load), on batches of 64 images at
+224x224.
 
     python benchmarks/multiscale_cost.py [--rounds 6]
 

@@ -2,11 +2,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
 from clipft.cache.encoding import image_store
 from clipft.cache.image_features import FrozenEncoder
 from clipft.models import ModelLoadError, image_stages, load_model, tower_fingerprint
-from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
-
 from clipft.multiscale import ColourHistogram, add_stages, pool_stage
 from clipft.offline_model import create_lite0_minilm
 
@@ -71,6 +71,11 @@ def test_colour_histogram_counts_the_product_not_the_background():
     plain = histogram(photo_tensor(torch.full((3, 64, 64), 0.2)))
     assert plain.argmax().item() == 0 and torch.isfinite(plain).all()
     torch.testing.assert_close(histogram(photo_tensor(image.flip(-1))), histogram(photo_tensor(image)))
+    # Every second pixel of each row and column is counted, the others are not read.
+    every_pixel = ColourHistogram((0.5,) * 3, (0.5,) * 3, bins=2, stride=1)
+    striped = image.clone()
+    striped[:, 1::2] = torch.tensor([0.1, 0.9, 0.1])[:, None, None]  # green on the rows it skips
+    torch.testing.assert_close(histogram(photo_tensor(striped)), every_pixel(photo_tensor(image[:, ::2, ::2])))
 
 
 def test_locking_leaves_the_stages_projection_trainable():
