@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from PIL import ImageOps
 from torch import nn
 
 from ..catalogue import ImageFiles
@@ -79,8 +80,6 @@ class Mirrored:
         self.preprocess = preprocess
 
     def __call__(self, image):
-        from PIL import ImageOps
-
         return self.preprocess(ImageOps.mirror(image))
 
     def __repr__(self) -> str:

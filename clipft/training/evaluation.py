@@ -11,7 +11,6 @@ from scipy.special import softmax
 from sklearn.metrics import log_loss
 
 from ..calibration import fit_temperature
-
 from ..fusion import WEIGHT_GRID, ProductFeatures, batched_parts, combine
 from ..losses import CaptionContrastiveLoss, caption_ids
 from ..metrics import check_labels, classification_metrics
