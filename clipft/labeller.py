@@ -19,12 +19,15 @@ are fitted). Nothing in it is a pickle: loading a labeller executes no code from
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from scipy.special import softmax
 
@@ -43,8 +46,10 @@ FORMAT = "clipft-labeller"
 LABELLER_FILE = "labeller.json"
 WEIGHTS_FILE = "labeller.safetensors"
 CALIBRATION_FILE = "calibration.npz"
-# What a saved probe classifier may be made of: scikit-learn estimators and NumPy arrays.
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "builtins.")
+# The exact types beyond skops' own defaults that the classifiers clipft saves are made of
+# (make_classifier's MLP optimiser and forest trees). Exact names, never a prefix: skops reports
+# builtins.exec as "builtins.exec", and a prefix such as "builtins." would trust it.
+TRUSTED_TYPES = frozenset({"sklearn.neural_network._stochastic_optimizers.AdamOptimizer", "sklearn.tree._tree.Tree"})
 
 
 class LabellerError(ValueError):
@@ -86,14 +91,43 @@ def head_logits(head: Head, parts: ProductParts, inputs: str, prompt_clf: ZeroSh
     return prompt_clf.decision_function(combine(parts, inputs, head.title_weight).numpy())
 
 
+def run_file(run_dir: Path, name) -> Path:
+    """A file that labeller.json names: a plain file name inside the run folder, never a path
+    that leaves it (``../``, an absolute path, a symlink to elsewhere)."""
+    manifest = run_dir / LABELLER_FILE
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        raise LabellerError(f"{manifest}: names the file {name!r}; a labeller's files must be plain names "
+                            f"inside its run folder")
+    path = run_dir / name
+    if not path.resolve().is_relative_to(run_dir.resolve()):
+        raise LabellerError(f"{manifest}: {name} is a link that leaves the run folder; refused")
+    return path
+
+
+@contextlib.contextmanager
+def reading(path: Path, what: str):
+    """Any failure to read a file of the run folder becomes one line naming it: a truncated
+    or corrupt file is a damaged run, not a traceback."""
+    try:
+        yield
+    except LabellerError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, RuntimeError,
+            zipfile.BadZipFile, SafetensorError) as err:
+        raise LabellerError(f"{path}: not a readable {what} ({type(err).__name__}: {err}); the run folder is "
+                            f"damaged: train the run again, or restore it from a copy") from None
+
+
 def _load_classifier(path: Path):
     import skops.io as sio
 
-    untrusted = sio.get_untrusted_types(file=path)
-    refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
+    with reading(path, "classifier"):
+        refused = [t for t in sio.get_untrusted_types(file=path) if t not in TRUSTED_TYPES]
     if refused:
-        raise LabellerError(f"{path}: refused to load types that are not scikit-learn or NumPy: {', '.join(refused)}")
-    return sio.load(path, trusted=untrusted)
+        raise LabellerError(f"{path}: refused to load types that clipft never saves: {', '.join(refused)} "
+                            f"(a classifier file cannot run code here)")
+    with reading(path, "classifier"):
+        return sio.load(path, trusted=sorted(TRUSTED_TYPES))
 
 
 def _log_prior(entry: dict, attribute: str, run_dir: Path) -> np.ndarray | None:
@@ -124,6 +158,15 @@ def read_manifest(run_dir: Path) -> dict:
     return data
 
 
+def _head(run_dir: Path, name: str, entry: dict) -> Head:
+    """One attribute's head as labeller.json describes it; its classifier file must lie in the run folder."""
+    classifier = entry.get("classifier")
+    return Head(parse_prompt_spec(entry["prompts"], f"{run_dir / LABELLER_FILE}: {name}"),
+                entry.get("captions", "label"), float(entry.get("title_weight", 0.5)),
+                _load_classifier(run_file(run_dir, classifier["file"])) if classifier else None,
+                Calibration.from_dict(entry["calibration"]), _log_prior(entry, name, run_dir))
+
+
 class Labeller:
     """Labels products as the run scored its test split: ``predict_proba`` / ``predict`` on a
     catalogue, or on PIL images with optional titles."""
@@ -146,19 +189,14 @@ class Labeller:
         run_dir = Path(run_dir)
         manifest = read_manifest(run_dir)
         model, preprocess, tokenizer = load_model(manifest["model"], "random", device)
-        try:
-            model.load_state_dict(load_file(run_dir / WEIGHTS_FILE, device=str(device)))
-        except (RuntimeError, OSError) as err:
-            raise LabellerError(f"{run_dir / WEIGHTS_FILE}: cannot load into {manifest['model']}: {err}") from None
+        weights = run_file(run_dir, WEIGHTS_FILE)
+        with reading(weights, f"weights file for {manifest['model']}"):
+            model.load_state_dict(load_file(weights, device=str(device)))
         model.eval().requires_grad_(False)  # frozen: the cached fast paths apply to both towers
-        heads = {}
-        for name, entry in manifest["attributes"].items():
-            classifier = entry.get("classifier")
-            heads[name] = Head(parse_prompt_spec(entry["prompts"], f"{run_dir / LABELLER_FILE}: {name}"),
-                               entry.get("captions", "label"), float(entry.get("title_weight", 0.5)),
-                               _load_classifier(run_dir / classifier["file"]) if classifier else None,
-                               Calibration.from_dict(entry["calibration"]), _log_prior(entry, name, run_dir))
-        with np.load(run_dir / CALIBRATION_FILE, allow_pickle=False) as data:
+        with reading(run_dir / LABELLER_FILE, "labeller manifest"):
+            heads = {name: _head(run_dir, name, entry) for name, entry in manifest["attributes"].items()}
+        calibration = run_file(run_dir, CALIBRATION_FILE)
+        with reading(calibration, "calibration file"), np.load(calibration, allow_pickle=False) as data:
             calibration_data = {k: data[k] for k in data.files}
         return cls(model, preprocess, tokenizer, heads, manifest["inputs"], manifest, calibration_data, device, cache_dir)
 
