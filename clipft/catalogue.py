@@ -4,6 +4,8 @@ an optional title column, and the dataset that decodes its photos.
 The image column holds either a path (absolute, or relative to the CSV's folder) or an id,
 resolved as ``<image_dir>/<id>.jpg`` (``image_dir`` defaults to ``images/`` beside the CSV):
 the Kaggle Fashion Product Images layout (``styles.csv`` + ``images/``) works with no options.
+A URL (``https://...``, ``s3://...``; also an ``image_dir`` that is one) is downloaded into the
+cache (:mod:`clipft.photo_download`) and reported by its URL.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -19,6 +22,7 @@ import torch
 from PIL import Image, ImageOps
 
 from .csvfile import CsvError, read_csv_frames, read_header
+from .photo_download import DownloadError, PhotoDownloads, is_url
 
 IMAGE_COLUMNS = ("image", "image_path", "path", "file", "filename")
 ID_COLUMNS = ("id",)
@@ -52,9 +56,20 @@ class Catalogue:
     lines: list[int]  # CSV line of each row, for error messages
     title_column: str | None = None
     missing: list[BadImage] = field(default_factory=list)
+    image_names: list[str] | None = None  # each photo as the user named it (a URL, not its cached copy)
 
     def __len__(self) -> int:
         return len(self.frame)
+
+    def image_name(self, row: int) -> str:
+        """The row's photo as messages and reports should show it."""
+        return self.image_names[row] if self.image_names is not None else str(self.image_paths[row])
+
+    def photo_reference(self, row: int) -> str:
+        """The row's photo as a file written for later reads names it: its URL, or its absolute
+        path (a relative one would depend on the folder the command ran in)."""
+        name = self.image_name(row)
+        return name if self.image_names is not None and is_url(name) else os.path.abspath(name)
 
     def titles(self) -> list[str | None]:
         if self.title_column is None:
@@ -122,18 +137,20 @@ def load_catalogue(
     seed: int = 0,
     sep: str | None = None,
     skip_bad: bool = False,
+    downloads: PhotoDownloads | None = None,
 ) -> Catalogue:
     """Read a catalogue CSV and resolve its image paths; missing image files are listed in ``missing``.
 
     ``limit`` keeps a reproducible random sample of that many rows (in catalogue order);
-    ``sep`` defaults to the separator the header uses; ``skip_bad`` skips malformed lines.
+    ``sep`` defaults to the separator the header uses; ``skip_bad`` skips malformed lines;
+    ``downloads`` fetches photos named by URL (default: into the embedding cache's folder).
     """
     source = Path(csv_path)
     frame = read_catalogue_frame(source, sep, skip_bad, title_column)
     if limit is not None and limit < len(frame):
         rows = np.sort(np.random.default_rng(seed).choice(len(frame), size=limit, replace=False))
         frame = frame.iloc[rows]
-    catalogue = catalogue_from_frame(frame, source, image_column, id_column, title_column, image_dir)
+    catalogue = catalogue_from_frame(frame, source, image_column, id_column, title_column, image_dir, downloads)
     check_unique_ids(source, catalogue.ids, catalogue.lines)
     return catalogue
 
@@ -147,16 +164,17 @@ def iter_catalogue(
     image_dir: str | os.PathLike | None = None,
     sep: str | None = None,
     skip_bad: bool = False,
+    downloads: PhotoDownloads | None = None,
 ):
     """The catalogue as consecutive :class:`Catalogue` chunks of ``chunk_rows`` rows, read as
     they are needed, for catalogues larger than memory. Row numbers and ``missing`` are those
     of each chunk; ``source`` and CSV lines stay those of the whole file."""
-    source = Path(csv_path)
+    source, downloads = Path(csv_path), downloads or PhotoDownloads()  # one for all chunks: a failed URL is tried once
     empty = True
     for frame in _frames(source, chunk_rows, sep, skip_bad, title_column):
         if len(frame):
             empty = False
-            yield catalogue_from_frame(frame, source, image_column, id_column, title_column, image_dir)
+            yield catalogue_from_frame(frame, source, image_column, id_column, title_column, image_dir, downloads)
     if empty:
         raise CatalogueError(f"{source}: catalogue has no rows, only a header")
 
@@ -175,8 +193,10 @@ def check_unique_ids(source: Path, ids: list[str], lines: list[int], show: int =
 
 def catalogue_from_frame(frame: pd.DataFrame, source: Path, image_column: str | None = None,
                          id_column: str | None = None, title_column: str | None = None,
-                         image_dir: str | os.PathLike | None = None) -> Catalogue:
-    """A catalogue from rows of ``source`` (pandas index: the CSV line of each row)."""
+                         image_dir: str | os.PathLike | None = None,
+                         downloads: PhotoDownloads | None = None) -> Catalogue:
+    """A catalogue from rows of ``source`` (pandas index: the CSV line of each row); photos
+    named by URL are fetched by ``downloads`` (default: into the embedding cache's folder)."""
     image_col = _pick_column(frame, image_column, IMAGE_COLUMNS, "image", source)
     id_col = _pick_column(frame, id_column, ID_COLUMNS, "id", source)
     title_col = _pick_column(frame, title_column, TITLE_COLUMNS, "title", source)
@@ -188,17 +208,22 @@ def catalogue_from_frame(frame: pd.DataFrame, source: Path, image_column: str | 
     lines = frame.index.tolist()
     frame = frame.reset_index(drop=True)
 
-    images_root = Path(image_dir) if image_dir is not None else source.parent / "images"
     refs = frame[image_col] if image_col is not None else frame[id_col]
-    # Catalogues repeat photos: each distinct reference is resolved and checked once.
-    resolved = {ref: _resolve_image(ref, source.parent, images_root, image_col, id_col) for ref in refs.unique()}
+    image_dir = os.fspath(image_dir) if image_dir is not None else None
+    # Catalogues repeat photos: each distinct reference is resolved, checked and downloaded once.
+    located = {ref: None if pd.isna(ref) or not str(ref).strip()
+               else _image_location(str(ref).strip(), source.parent, image_dir, image_col is not None)
+               for ref in refs.unique()}
+    fetched = _fetch(source, [where for where in located.values() if isinstance(where, str)], downloads)
+    resolved = {ref: _resolve_image(where, fetched, image_col or id_col) for ref, where in located.items()}
     paths = refs.map(lambda ref: resolved[ref][0]).tolist()
+    names = refs.map(lambda ref: resolved[ref][2]).tolist() if fetched else None  # URLs, not cached copies
     unusable = [ref for ref, (_, reason, _) in resolved.items() if reason]
     missing = [BadImage(int(row), lines[row], resolved[refs.iloc[row]][2], resolved[refs.iloc[row]][1])
                for row in np.flatnonzero(refs.isin(unusable).to_numpy())] if unusable else []
 
     ids = frame[id_col].tolist() if id_col is not None else [str(line) for line in lines]
-    return Catalogue(source, frame, paths, [str(i) for i in ids], lines, title_col, missing)
+    return Catalogue(source, frame, paths, [str(i) for i in ids], lines, title_col, missing, names)
 
 
 @dataclass
@@ -215,38 +240,64 @@ class CatalogueSource:
     chunk_size: int = 50_000
     sep: str | None = None
     skip_bad: bool = False  # skip malformed lines (missing photos are skipped by the commands)
+    cache_dir: str | None = None  # photos named by URL are downloaded under it (default: the embedding cache's)
+    _downloads: PhotoDownloads | None = field(default=None, init=False, repr=False, compare=False)
 
     def load(self) -> Catalogue:
         return load_catalogue(self.data, self.image_column, self.id_column, self.title_column, self.image_dir,
-                              self.limit, self.seed, self.sep, self.skip_bad)
+                              self.limit, self.seed, self.sep, self.skip_bad, self.downloads())
 
     def chunks(self):
         # --limit samples the whole file, so it is read at once; otherwise chunk by chunk.
         if self.limit is not None:
             return [self.load()]
         return iter_catalogue(self.data, self.chunk_size, self.image_column, self.id_column, self.title_column,
-                              self.image_dir, self.sep, self.skip_bad)
+                              self.image_dir, self.sep, self.skip_bad, self.downloads())
+
+    def downloads(self) -> PhotoDownloads:
+        # one for every pass over the catalogue (validation, then scoring): a failed URL is tried once
+        if self._downloads is None:
+            self._downloads = PhotoDownloads(self.cache_dir)
+        return self._downloads
 
     def header(self) -> list[str]:
         with _catalogue_errors(Path(self.data)):
             return read_header(Path(self.data), self.sep)
 
 
-def _resolve_image(ref, base: Path, images_root: Path, image_col: str | None, id_col: str | None):
-    """(the photo's path, why it is unusable or "", the path as reported): a path as given
-    (relative to the CSV) in the image column, or an id as ``images_root/<id>.jpg``."""
-    if pd.isna(ref) or not str(ref).strip():
-        return Path(), f"empty {image_col or id_col}", ""
-    path = _image_path(str(ref).strip(), base, images_root, image_col is not None)
-    return path, "" if path.is_file() else "file not found", str(path)
+def _resolve_image(where: str | Path | None, fetched: dict, column: str):
+    """(the photo's path, why it is unusable or "", the photo as reported) for an empty cell
+    (None), a URL (its downloaded copy, reported by the URL) or a path."""
+    if where is None:
+        return Path(), f"empty {column}", ""
+    if isinstance(where, str):
+        return fetched[where].path or Path(), fetched[where].reason, where
+    return where, "" if where.is_file() else "file not found", str(where)
 
 
 @functools.lru_cache(maxsize=1 << 20)
-def _image_path(ref: str, base: Path, images_root: Path, is_path: bool) -> Path:
-    # a chunked catalogue names the same photos chunk after chunk: build each path once
+def _image_location(ref: str, base: Path, image_dir: str | None, is_path: bool) -> str | Path:
+    """A URL as given; a path (in the image column, or an image file name) as given, relative to
+    the CSV; an id as ``<image_dir>/<id>.jpg``, a URL when ``image_dir`` is one."""
+    # a chunked catalogue names the same photos chunk after chunk: build each location once
+    if is_url(ref):
+        return ref
     if is_path or ref.lower().endswith(_IMAGE_SUFFIXES):
         return Path(ref) if os.path.isabs(ref) else base / ref
-    return images_root / f"{ref}.jpg"
+    if image_dir is not None and is_url(image_dir):
+        return f"{image_dir.rstrip('/')}/{quote(ref)}.jpg"
+    return (Path(image_dir) if image_dir is not None else base / "images") / f"{ref}.jpg"
+
+
+def _fetch(source: Path, urls: list[str], downloads: PhotoDownloads | None) -> dict:
+    """Each URL's downloaded photo or why it failed; a problem with every download (a package
+    to install, an unusable cache) stops the run as one error naming the catalogue."""
+    if not urls:
+        return {}
+    try:
+        return (downloads or PhotoDownloads()).fetch(urls)
+    except DownloadError as err:
+        raise CatalogueError(f"{source}: {err}") from None
 
 
 @dataclass

@@ -13,7 +13,7 @@ from .training.config import ConfigError
 from .training.tasks import UntrainableError
 from .cache.store import CacheError
 from .catalogue import CatalogueError
-from .fileio import OutputError
+from .fileio import OutputError, os_error_message
 from .commands.options import (PRECISION_OPTION, catalogue_options, labeller_options, model_options,
                               run_options)
 from .precision import PrecisionError
@@ -34,6 +34,8 @@ def user_errors():
         yield
     except USER_ERRORS as err:
         raise click.ClickException(str(err)) from err
+    except OSError as err:  # a full disk, a read-only or forbidden folder: the file and what to do
+        raise click.ClickException(os_error_message(err)) from err
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -103,9 +105,11 @@ def zeroshot(prompt_files, data, image_column, id_column, image_dir, sep, limit,
     """
     from .catalogue import CatalogueSource
     from .commands.zeroshot import run_zeroshot
+    from .reporting.results import unknown_labels_message
     from .reporting.tables import summary_table
 
-    source = CatalogueSource(data, image_column, id_column, title_column, image_dir, limit, seed, chunk_size, sep, skip_bad)
+    source = CatalogueSource(data, image_column, id_column, title_column, image_dir, limit, seed, chunk_size, sep, skip_bad,
+                             cache_dir=cache_dir)
     with user_errors():
         done = run_zeroshot(source, prompt_files, out, model, pretrained, device, inputs, title_weight, skip_bad,
                             batch_size, workers, cache_dir, precision)
@@ -118,9 +122,7 @@ def zeroshot(prompt_files, data, image_column, id_column, image_dir, sep, limit,
     for spec in specs:
         unknown = metrics.get(spec.attribute, {}).get("unknown_values")
         if unknown:
-            listed = ", ".join(f"{v!r} x{c}" for v, c in list(unknown.items())[:8])
-            click.echo(f"{spec.attribute}: {sum(unknown.values())} label(s) are not classes of {spec.source}, "
-                       f"left out of the metrics: {listed}", err=True)
+            click.echo(unknown_labels_message(spec.attribute, unknown, spec.source), err=True)
     if metrics:
         click.echo(summary_table(metrics))
     click.echo(f"results in {out}")
@@ -154,7 +156,8 @@ def predict(run_dir, data, image_column, id_column, image_dir, sep, limit, skip_
     from .catalogue import CatalogueSource
     from .reporting.tables import review_table
 
-    source = CatalogueSource(data, image_column, id_column, title_column, image_dir, limit, seed, chunk_size, sep, skip_bad)
+    source = CatalogueSource(data, image_column, id_column, title_column, image_dir, limit, seed, chunk_size, sep, skip_bad,
+                             cache_dir=cache_dir)
     with user_errors():
         totals = run_predict(run_dir, source, out, attributes, target_precision, skip_bad, batch_size, workers, cache_dir,
                              device, image_url_prefix, precision=precision)
@@ -188,7 +191,8 @@ def audit(run_dir, data, image_column, id_column, image_dir, sep, limit, skip_ba
     from .commands.audit import run_audit
     from .catalogue import CatalogueSource
 
-    source = CatalogueSource(data, image_column, id_column, title_column, image_dir, limit, seed, sep=sep, skip_bad=skip_bad)
+    source = CatalogueSource(data, image_column, id_column, title_column, image_dir, limit, seed, sep=sep, skip_bad=skip_bad,
+                             cache_dir=cache_dir)
     with user_errors():
         table, summary = run_audit(run_dir, source, out, attributes, folds, skip_bad, batch_size, workers, cache_dir, device, top)
     for name, counts in summary.items():
@@ -203,13 +207,15 @@ def audit(run_dir, data, image_column, id_column, image_dir, sep, limit, skip_ba
 @click.option("--id-column", default="id", show_default=True, help="Column with product ids.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Corrected catalogue CSV (and <out>.changes.csv listing every change).")
-def import_labels(export, data, id_column, out) -> None:
+@click.option("--config", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="labelstudio_config.xml from predict's folder: answers must be its questions and classes.")
+def import_labels(export, data, id_column, out, config) -> None:
     """Apply the labels people gave in Label Studio to the catalogue: the corrected CSV can be
     fine-tuned on again (clipft finetune --set data=...)."""
     from .commands.import_labels import apply_label_studio_export
 
     with user_errors():
-        changes = apply_label_studio_export(export, data, out, id_column)
+        changes = apply_label_studio_export(export, data, out, id_column, config)
     click.echo(f"{len(changes)} label(s) changed; corrected catalogue in {out}")
 
 

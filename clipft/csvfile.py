@@ -12,6 +12,8 @@ import csv
 import functools
 import io
 import logging
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -37,7 +39,21 @@ class MalformedLine:
         return f"line {self.line}: {self.fields} fields where the header has {self.expected}"
 
 
+def check_regular_file(source: Path) -> None:
+    """Only a regular file is a catalogue: opening a FIFO for reading blocks until something
+    writes to it, and a device such as /dev/zero never ends. Checked without opening it; a
+    missing file raises FileNotFoundError as ``open`` would."""
+    mode = os.stat(source).st_mode
+    if stat.S_ISREG(mode):
+        return
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"),
+             (stat.S_ISDIR, "a folder"), (stat.S_ISSOCK, "a socket"))
+    kind = next((name for test, name in kinds if test(mode)), "not a file")
+    raise CsvError(f"{source}: not a regular file ({kind}); give a CSV file")
+
+
 def _first_line(source: Path) -> str:
+    check_regular_file(source)  # every read of a catalogue opens it here first
     with open(source, encoding="utf-8-sig", newline="") as f:
         return f.readline()
 

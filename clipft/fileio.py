@@ -3,13 +3,22 @@ and an interrupted run leaves the previous version, or nothing, in place) and st
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
+
+
+# host (dots made safe for file names) and pid of this process, in the names of its temporary files
+_HOST = socket.gethostname().replace(".", "_")
+_OWNER = f"{_HOST}-{os.getpid()}"
 
 
 def current_umask() -> int:
@@ -23,7 +32,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Ite
     """Open a temporary file beside ``path`` and move it into place only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # the writer's host and pid in the name: a later run can tell a killed writer's leftovers
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_OWNER}.", suffix=".tmp")
     # mkstemp makes the file private (0600); outputs and caches are shared, so follow the umask.
     os.chmod(tmp, 0o666 & ~current_umask())
     try:
@@ -91,3 +101,134 @@ def prepare_output_dir(out: str | os.PathLike, names=()) -> Path:
         if (out / name).is_dir():
             raise OutputError(f"{out / name}: is a folder, where clipft writes a file; remove or rename it")
     return out
+
+
+def os_error_message(err: OSError) -> str:
+    """One line for an operating-system failure while writing: the file, the reason, what to do."""
+    where = f"{err.filename}: " if err.filename else ""
+    advice = {errno.ENOSPC: "free some disk space (or write elsewhere) and run again",
+              errno.EDQUOT: "free some of your disk quota and run again",
+              errno.EROFS: "the file system is read-only: choose a writable folder",
+              errno.EACCES: "you may not write there: choose a folder you can write to",
+              errno.EPERM: "you may not write there: choose a folder you can write to"}.get(err.errno, "")
+    return f"{where}{err.strerror or err}" + (f"; {advice}" if advice else "") + \
+        " (finished outputs and the cache are left as they were)"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def _dead_owner(name: str) -> bool:
+    """Whether a temporary file or staging folder was left by a process of this host that is gone."""
+    host, _, pid = name.rpartition("-")
+    return host == _HOST and pid.isdigit() and not _alive(int(pid))
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete what killed writers left in ``folder`` (``.<name>.<host>-<pid>.<random>.tmp`` files,
+    ``.staging-<host>-<pid>`` folders); another live process's files are left alone."""
+    removed = 0
+    for path in folder.glob(".*"):
+        parts = path.name.split(".")
+        if path.name.startswith(".staging-") and _dead_owner(path.name[len(".staging-"):].split(".")[0]):
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+        elif path.suffix == ".tmp" and len(parts) >= 4 and _dead_owner(parts[-3]):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+LOCK_FILE = ".clipft.lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Hold ``folder`` for one run: a second run into it stops with the owner's pid and host.
+    A lock whose process on this host is gone is taken over."""
+    lock = folder / LOCK_FILE
+    owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666 & ~current_umask())
+            break
+        except FileExistsError:
+            _check_stale_lock(lock)
+    else:
+        raise OutputError(f"{folder}: could not take its lock {lock}")
+    with os.fdopen(fd, "w") as f:
+        json.dump(owner, f)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _check_stale_lock(lock: Path) -> None:
+    """Remove ``lock`` when its owner is a dead process of this host; else say who holds it."""
+    try:
+        held = json.loads(lock.read_text(encoding="utf-8"))
+        pid, host, since = int(held["pid"]), str(held["host"]), held.get("since", "?")
+    except (OSError, ValueError, KeyError, TypeError):
+        raise OutputError(f"{lock}: an unreadable lock; if no clipft run writes into {lock.parent}, delete it") from None
+    if host == socket.gethostname() and not _alive(pid):
+        lock.unlink(missing_ok=True)
+        return
+    raise OutputError(f"{lock.parent}: in use by another clipft run (pid {pid} on {host}, since {since}); wait for "
+                      f"it to finish or choose another --out (delete {lock} only if that run is gone)")
+
+
+INCOMPLETE_FILE = ".clipft.incomplete"
+
+
+def _publish(stage: Path, out: Path, names) -> None:
+    """Move every file of ``stage`` into ``out`` and remove the declared ``names`` this run did not
+    write, so that the folder never mixes two runs. The marker names the moment in between."""
+    marker = out / INCOMPLETE_FILE
+    marker.write_text("a clipft run was moving its outputs in here; run it again\n", encoding="utf-8")
+    written = {p.name for p in stage.iterdir()}
+    for name in set(names) - written:
+        (out / name).unlink(missing_ok=True)
+    for name in sorted(written):
+        os.replace(stage / name, out / name)
+    marker.unlink()
+
+
+@contextlib.contextmanager
+def output_folder(out: str | os.PathLike, names=(), previous=()) -> Iterator[Path]:
+    """A command's output folder for one run: checked, locked, cleaned of what killed runs left,
+    and written through a staging folder (yielded) whose files all appear in ``out`` together
+    when the run succeeds; a failed run leaves ``out`` as it was. ``names``: the files the
+    command writes (none may be a folder); ``previous``: glob patterns of files a run writes
+    under varying names (``confusion_*.png``), removed before the new ones appear."""
+    out = prepare_output_dir(out, names)
+    with folder_lock(out):
+        remove_stale_temporaries(out)
+        (out / INCOMPLETE_FILE).unlink(missing_ok=True)  # an earlier run died while publishing
+        stage = out / f".staging-{_OWNER}"
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir()
+        try:
+            yield stage
+            _publish(stage, out, list(names) + [p.name for pattern in previous for p in out.glob(pattern)])
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def rank_output_folder(main: bool, out: str | os.PathLike, names=(), previous=()) -> Iterator[Path]:
+    """:func:`output_folder` on the process that writes (rank 0); the other ranks of a distributed
+    run get a throwaway folder, so that only one process ever touches ``out``."""
+    if main:
+        with output_folder(out, names, previous) as stage:
+            yield stage
+    else:
+        with tempfile.TemporaryDirectory(prefix="clipft-rank-") as scratch:
+            yield Path(scratch)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from dataclasses import dataclass, field, replace
 
 from .fileio import read_yaml
@@ -137,3 +138,76 @@ def warn_missing_columns(specs, columns, data) -> list[PromptSpec]:
         log.warning("%s: no column '%s' (named by %s): %s is predicted, but has no labels here to learn "
                     "from or to be measured against", data, spec.column, spec.source, spec.attribute)
     return missing
+
+
+# tokenizer -> the prompt sets it has checked: a run warns once per prompt file, not per chunk or epoch
+_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def check_prompt_lengths(spec: PromptSpec, tokenizer) -> None:
+    """Prompts longer than the text tower's context are cut by its tokenizer: refuse prompts
+    that lose their class text or leave two classes the same prompts (their probabilities
+    would be equal whatever the photo); warn, once per tokenizer and prompt file, of other cuts.
+    A tokenizer without a ``context_length`` never cuts."""
+    context = getattr(tokenizer, "context_length", None)
+    if not context:
+        return
+    key = (spec.source, spec.attribute, spec.templates, tuple(spec.synonyms[c] for c in spec.classes), spec.classes)
+    checked = _CHECKED.setdefault(tokenizer, set())
+    if key in checked:
+        return
+    parts = [(value, template, text) for value in spec.classes for template in spec.templates
+             for text in spec.synonyms[value]]
+    texts = [template.format(text) for _, template, text in parts]
+    cut = [max(0, n - context) for n in token_lengths(tokenizer, texts)]
+    if any(cut):
+        tokens = [tuple(row) for row in tokenizer(texts).tolist()]  # as the text tower sees them
+        _refuse_lost_class_text(spec, tokenizer, parts, tokens, cut, context)
+        _refuse_identical_classes(spec, parts, tokens, context)
+        _warn_cut(spec, parts, cut, context)
+    checked.add(key)
+
+
+def token_lengths(tokenizer, texts: list[str]) -> list[int]:
+    """How many tokens each text has before any cut (start and end tokens included)."""
+    # no text has more tokens than characters, plus the start and end tokens (and room to spare)
+    rows = tokenizer(texts, context_length=max(map(len, texts)) + 8).tolist()
+    pad = getattr(getattr(tokenizer, "tokenizer", None), "pad_token_id", None) or 0
+    return [max((i + 1 for i, token in enumerate(row) if token != pad), default=0) for row in rows]
+
+
+def _refuse_lost_class_text(spec: PromptSpec, tokenizer, parts, tokens, cut, context: int) -> None:
+    """A prompt cut back to its template with no class text left (the same for every class)."""
+    templates = list(spec.templates)
+    without = dict(zip(templates, (tuple(row) for row in tokenizer([t.format("") for t in templates]).tolist())))
+    for (value, template, text), row, n in zip(parts, tokens, cut):
+        if n and row == without[template]:
+            raise PromptFileError(f"{spec.source}: template {template!r} leaves no room for the class text "
+                                  f"within the text tower's {context} tokens ({value!r}: {n} tokens cut); shorten it")
+
+
+def _refuse_identical_classes(spec: PromptSpec, parts, tokens, context: int) -> None:
+    """Two classes whose prompts, once cut, are the same tokens: nothing can tell them apart."""
+    rows: dict[str, list] = {value: [] for value in spec.classes}
+    for (value, _, _), row in zip(parts, tokens):
+        rows[value].append(row)
+    seen: dict[tuple, str] = {}
+    for value in spec.classes:
+        prompts = tuple(sorted(rows[value]))
+        if prompts in seen:
+            raise PromptFileError(f"{spec.source}: classes {seen[prompts]!r} and {value!r} of {spec.attribute} get "
+                                  f"identical prompts once cut to the text tower's {context} tokens; shorten the "
+                                  f"templates or synonyms")
+        seen[prompts] = value
+
+
+def _warn_cut(spec: PromptSpec, parts, cut, context: int) -> None:
+    """One warning naming each class whose prompts were cut, and by how many tokens at most."""
+    worst: dict[str, int] = {}
+    for (value, _, _), n in zip(parts, cut):
+        if n:
+            worst[value] = max(worst.get(value, 0), n)
+    listed = ", ".join(f"{value!r} (up to {n} tokens cut)" for value, n in worst.items())
+    log.warning("%s: %d prompt(s) of %s are longer than the text tower's %d tokens and were cut: %s; "
+                "shorten the templates or synonyms", spec.source, sum(1 for n in cut if n), spec.attribute,
+                context, listed)

@@ -12,7 +12,7 @@ from sklearn.exceptions import NotFittedError
 from .cache.encoding import encode_catalogue, encode_texts
 from .catalogue import BadImage, Catalogue
 from .fusion import ProductFeatures, scored_on
-from .prompts import PromptSpec
+from .prompts import PromptSpec, check_prompt_lengths
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -50,6 +50,9 @@ class ZeroShotClassifier:
         self.log_prior = log_prior
 
     def fit(self, X=None, y=None) -> "ZeroShotClassifier":
+        # the text features of a training run (clipft.cache.text_features) carry their tokenizer
+        tokenizer = self.tokenizer if self.text_fn is None else getattr(self.text_fn, "tokenizer", None)
+        check_prompt_lengths(self.spec, tokenizer)
         prompts = [self.spec.prompts_for(value) for value in self.spec.classes]
         texts = [p for group in prompts for p in group]
         if self.text_fn is not None:
@@ -100,6 +103,8 @@ def zeroshot_catalogue(model, preprocess, tokenizer, catalogue: Catalogue, specs
     ``inputs`` (see :mod:`clipft.fusion`): ``image``, ``text`` (titles only: photos are not
     read) or ``fusion`` (``title_weight`` on the title; rows without a title use the photo).
     """
+    # prompts first: a prompt file refused for its length stops the run before the image pass
+    classifiers = [ZeroShotClassifier(model, tokenizer, spec, cache_dir, device).fit() for spec in specs]
     image = np.zeros((len(catalogue), 0), dtype=np.float32)
     rows, skipped, encoded = np.arange(len(catalogue)), [], 0
     position = rows  # catalogue row -> row of ``image``
@@ -115,8 +120,6 @@ def zeroshot_catalogue(model, preprocess, tokenizer, catalogue: Catalogue, specs
     titles = np.array(catalogue.titles(), dtype=object)
     features = ProductFeatures(lambda r: torch.from_numpy(image[position[r]]), text_fn, titles, inputs, title_weight)
     X = features(rows).numpy() if len(rows) else np.zeros((0, 1), dtype=np.float32)
-    proba = {}
-    for spec in specs:
-        clf = ZeroShotClassifier(model, tokenizer, spec, cache_dir, device).fit()
-        proba[spec.attribute] = clf.predict_proba(X) if len(rows) else np.zeros((0, len(spec.classes)))
+    proba = {spec.attribute: clf.predict_proba(X) if len(rows) else np.zeros((0, len(spec.classes)))
+             for spec, clf in zip(specs, classifiers)}
     return ScoredCatalogue(catalogue, specs, rows, skipped, proba, encoded, scored_on(titles[rows], inputs))

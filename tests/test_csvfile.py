@@ -1,11 +1,16 @@
 """Catalogue CSVs as users have them: separators, unquoted commas, quoted line breaks, bad lines."""
+import contextlib
 import logging
+import os
+import signal
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from clipft.catalogue import CatalogueError, iter_catalogue, load_catalogue, validate_catalogue
-from clipft.csvfile import detect_separator, read_csv_frames
+from clipft.csvfile import CsvError, detect_separator, read_csv_frames, read_header
+from conftest import run
 
 KAGGLE_HEADER = "id,gender,articleType,baseColour,productDisplayName\n"
 
@@ -102,3 +107,51 @@ def test_text_that_is_not_utf8_is_named(tmp_path):
     csv.write_text("id,title\n1,mug\n", encoding="utf-16")
     with pytest.raises(CatalogueError, match="u16.csv: not UTF-8 text"):
         load_catalogue(csv)
+
+
+@contextlib.contextmanager
+def deadline(seconds: int):
+    """Fail, rather than hang the suite, if the block takes longer (opening a FIFO blocks)."""
+    def expired(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture(params=["fifo", "device"])
+def not_a_file(request, tmp_path):
+    """A FIFO nobody writes to (opening it blocks) and /dev/zero (it never ends)."""
+    if request.param == "device":
+        return "/dev/zero", "a device"
+    fifo = tmp_path / "catalogue.csv"
+    os.mkfifo(fifo)
+    return str(fifo), "a FIFO"
+
+
+def test_a_fifo_or_a_device_is_refused_without_reading_it(not_a_file):
+    path, kind = not_a_file
+    message = f"{path}: not a regular file ({kind}); give a CSV file"
+    with deadline(20):
+        for read in (read_header, lambda p: next(read_csv_frames(p)), lambda p: next(read_csv_frames(p, sep=","))):
+            with pytest.raises(CsvError) as err:
+                read(Path(path))
+            assert str(err.value) == message
+        with pytest.raises(CatalogueError, match="not a regular file"):
+            load_catalogue(path)
+
+
+@pytest.mark.parametrize("command", [
+    ["zeroshot", "--prompts", "color", "--data", "{data}", "--model", "clipft-tiny"],
+    ["finetune", "--set", "data={data}", "--set", "prompts=[color]", "--set", "model=clipft-tiny"],
+], ids=["zeroshot --data", "finetune --set data="])
+def test_the_cli_refuses_a_fifo_or_a_device_as_data_with_one_line(tmp_path, not_a_file, command):
+    path, kind = not_a_file
+    with deadline(60):
+        result = run([a.format(data=path) for a in command] + ["--out", str(tmp_path / "out")], expect=1)
+    assert result.output.strip() == f"Error: {path}: not a regular file ({kind}); give a CSV file"

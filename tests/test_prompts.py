@@ -88,3 +88,50 @@ def test_shipped_prompt_files_are_valid(path):
 def test_shipped_fashion_prompt_sizes():
     assert len(load_prompt_spec(REPO / "prompts" / "category.yaml").classes) == 20
     assert len(load_prompt_spec(REPO / "prompts" / "color.yaml").classes) == 15
+
+
+LONG = " ".join(["plain"] * 20)  # 20 tokens: more than the tiny model's 16-token context
+
+
+def test_a_template_that_leaves_no_room_for_the_class_text_is_refused(tmp_path, tiny_model):
+    from clipft.prompts import check_prompt_lengths
+
+    spec = load_prompt_spec(write(tmp_path, {**VALID, "templates": [f"a photo of a {LONG} {{}}", "{}"]}))
+    with pytest.raises(PromptFileError) as err:
+        check_prompt_lengths(spec, tiny_model[2])
+    message = str(err.value)
+    assert "\n" not in message and str(tmp_path / "p.yaml") in message
+    assert "leaves no room for the class text within the text tower's 16 tokens" in message and "'Black'" in message
+
+
+def test_classes_whose_cut_prompts_are_identical_are_refused(tmp_path, tiny_model):
+    from clipft.prompts import check_prompt_lengths
+
+    # the synonyms differ only in their last word, which the cut takes away (the file lists Blue first)
+    classes = {"Red": [f"{LONG} red"], "Blue": [f"{LONG} blue"]}
+    spec = load_prompt_spec(write(tmp_path, {**VALID, "templates": ["{}"], "classes": classes}))
+    with pytest.raises(PromptFileError, match=r"p\.yaml: classes 'Blue' and 'Red' of color get identical prompts "
+                                              r"once cut to the text tower's 16 tokens"):
+        check_prompt_lengths(spec, tiny_model[2])
+
+
+def test_cut_prompts_that_keep_their_class_text_are_warned_about_once(tmp_path, tiny_model, caplog):
+    from clipft.prompts import check_prompt_lengths
+
+    spec = load_prompt_spec(write(tmp_path, {**VALID, "templates": [f"{{}} {LONG}", "{}"]}))
+    with caplog.at_level("WARNING", logger="clipft.prompts"):
+        check_prompt_lengths(spec, tiny_model[2])
+        check_prompt_lengths(spec, tiny_model[2])  # a second chunk or epoch: said once
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    # "Black": 1 + 20 words + start and end = 23 tokens, 7 cut; "navy blue": 24, 8 cut
+    assert str(tmp_path / "p.yaml") in warnings[0] and "3 prompt(s) of color are longer than the text tower's 16" in warnings[0]
+    assert "'Black' (up to 7 tokens cut), 'Navy Blue' (up to 8 tokens cut)" in warnings[0]
+
+
+def test_prompts_that_fit_are_not_warned_about(tmp_path, tiny_model, caplog):
+    from clipft.prompts import check_prompt_lengths
+
+    with caplog.at_level("WARNING", logger="clipft.prompts"):
+        check_prompt_lengths(load_prompt_spec(write(tmp_path, VALID)), tiny_model[2])
+    assert not caplog.records

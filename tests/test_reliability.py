@@ -1,4 +1,4 @@
-"""Bad input and interrupted or diverging runs: each case named in the README's reliability table."""
+"""Bad input and interrupted or diverging runs: each case named in the reliability table of docs/bad-input.md."""
 import os
 import stat
 

@@ -1,9 +1,11 @@
 """clipft report: one self-contained HTML page from run folders."""
 import base64
+import json
 import re
 
 import pandas as pd
 import pytest
+from PIL import Image
 
 from clipft.commands.sample_data import make_catalogue
 from clipft.reporting.html_report import open_run, side_by_side
@@ -82,3 +84,77 @@ def test_probe_runs_report_each_classifier_and_input(tmp_path, sample_catalogue)
     expected = pd.read_csv(tmp_path / "probe" / "probe.csv").query("titles == 'present'")
     assert probe.kind == "probe" and list(table.columns) == ["logistic (image)"]
     assert table.loc["color", "logistic (image)"] == pytest.approx(expected["accuracy"].iloc[0])
+
+
+def scoring_run(folder, mistakes=None):
+    """A predict run folder as the report sees it: metrics.json and, when given, mistakes.csv rows."""
+    folder.mkdir()
+    (folder / "metrics.json").write_text(json.dumps({"run": {"command": "predict"},
+                                                     "attributes": {"lid": {"n": 2, "accuracy": 0.0}}}))
+    if mistakes is not None:
+        columns = ["attribute", "id", "image", "label", "predicted", "probability"]
+        pd.DataFrame(mistakes, columns=columns).to_csv(folder / "mistakes.csv", index=False)
+    return folder
+
+
+def gallery_sources(page):
+    return re.findall(r'<figure><img src="([^"]*)" alt="product', page)
+
+
+def test_only_image_files_inside_the_run_folder_are_inlined(tmp_path, caplog):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("TOP-SECRET api key")
+    Image.new("RGB", (9, 7), "blue").save(outside / "theirs.png")
+    folder = scoring_run(tmp_path / "run")
+    Image.new("RGB", (5, 5), "red").save(folder / "curves.png")
+    (folder / "key.png").symlink_to(outside / "secret.txt")
+    (folder / "borrowed.png").symlink_to(outside / "theirs.png")
+    (folder / "notes.png").write_text("not a picture")
+    run(["report", str(folder), "--out", str(tmp_path / "r.html")])
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    plots = re.findall(r'<img class="plot" src="data:image/png;base64,([^"]*)"', page)
+    assert [base64.b64decode(p) for p in plots] == [(folder / "curves.png").read_bytes()]
+    for leaked in (outside / "secret.txt", outside / "theirs.png", folder / "notes.png"):
+        assert base64.b64encode(leaked.read_bytes()).decode() not in page
+    assert "TOP-SECRET" not in page and "not a picture" not in page
+    assert "key.png: left out of the report: it links to" in caplog.text
+    assert "borrowed.png: left out of the report: it links to" in caplog.text
+    assert "notes.png: left out of the report: not a PNG or JPEG image" in caplog.text
+
+
+def test_classes_named_na_or_none_and_photos_that_are_not_images_are_shown(tmp_path, monkeypatch, caplog):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (20, 20), "green").save(photos / "mug.png")
+    (photos / "broken.jpg").write_text("not a photo")
+    # one photo relative to the run folder, one absolute; the report runs from a third folder
+    folder = scoring_run(tmp_path / "run", [["lid", "NA", "../photos/mug.png", "NA", "None", 0.9],
+                                            ["lid", "None", str(photos / "broken.jpg"), "None", "NA", 0.8]])
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    run(["report", str(folder), "--out", "r.html"])
+    page = (tmp_path / "cwd" / "r.html").read_text(encoding="utf-8")
+    assert "NA &rarr; None (0.90)<br>id NA" in page and "None &rarr; NA (0.80)<br>id None" in page
+    thumbnail, placeholder = gallery_sources(page)
+    assert thumbnail.startswith("data:image/jpeg;base64,")
+    assert placeholder.startswith("data:image/svg+xml;base64,")
+    assert b"not an image" in base64.b64decode(placeholder.split(",", 1)[1])
+    assert "broken.jpg: not shown in the report" in caplog.text
+
+
+def test_a_mistakes_file_without_its_columns_is_named(tmp_path):
+    folder = scoring_run(tmp_path / "run")
+    (folder / "mistakes.csv").write_text("attribute,id\nlid,1\n")
+    result = run(["report", str(folder), "--out", str(tmp_path / "r.html")], expect=1)
+    assert "mistakes.csv: no column image, label, predicted, probability" in result.output
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_thumbnails_are_found_when_the_report_runs_from_another_folder(runs, tmp_path, monkeypatch):
+    monkeypatch.chdir(runs)  # predict with paths relative to its folder, as people type them
+    run(["predict", "--run", "ft", "--data", "cat/catalogue.csv", "--out", "relative/predict", "--cache-dir", "cache"])
+    monkeypatch.chdir(tmp_path)
+    run(["report", str(runs / "relative" / "predict"), "--out", "r.html"])
+    sources = gallery_sources((tmp_path / "r.html").read_text(encoding="utf-8"))
+    assert sources and all(s.startswith("data:image/jpeg;base64,") for s in sources)

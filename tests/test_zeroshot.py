@@ -85,3 +85,16 @@ def test_a_log_prior_is_added_to_every_score(tmp_path):
     images = np.array([[3.0, 0.5, 0.0], [0.0, 0.2, 4.0], [1.0, 1.0, 1.0]])
     np.testing.assert_allclose(adjusted.decision_function(images), plain.decision_function(images) + prior[:2],
                                rtol=1e-5)
+
+
+def test_a_prompt_file_cut_to_nothing_stops_zeroshot_before_any_photo_is_read(tmp_path, sample_catalogue):
+    from conftest import run
+
+    words = " ".join(["plain"] * 20)  # more than the tiny model's 16 tokens before the class text
+    prompts = tmp_path / "long.yaml"
+    prompts.write_text(f"attribute: color\ncolumn: baseColour\ntemplates: ['a {words} {{}}']\nclasses: [Red, Blue]\n")
+    result = run(["zeroshot", "--prompts", str(prompts), "--data", str(sample_catalogue), "--out", str(tmp_path / "out"),
+                  "--model", "clipft-tiny", "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"], expect=1)
+    assert f"{prompts}: template 'a {words} {{}}' leaves no room for the class text" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "cache" / "image").exists()  # refused before the image pass

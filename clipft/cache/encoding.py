@@ -235,7 +235,7 @@ def encode_catalogue(model, preprocess, catalogue: Catalogue, skip_bad: bool = F
     paths = catalogue.image_paths
     encoding = encode_images(model, preprocess, [paths[r] for r in candidates.tolist()], cache_dir, device,
                              batch_size=batch_size, workers=workers, progress=progress)
-    undecodable = [BadImage(int(candidates[i]), catalogue.lines[candidates[i]], str(catalogue.image_paths[candidates[i]]),
+    undecodable = [BadImage(int(candidates[i]), catalogue.lines[candidates[i]], catalogue.image_name(int(candidates[i])),
                             reason) for i, reason in sorted(encoding.failed.items())]
     if undecodable and not skip_bad:
         raise CatalogueError(bad_images_message(catalogue.source, undecodable))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fileio import atomic_write
+from ..fileio import atomic_write, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,15 @@ class EmbeddingStore:
         self._load()
 
     def _load(self) -> None:
-        if self.folder is None or not self.folder.is_dir():
+        if self.folder is None:
             return
+        blocking = next((p for p in (self.folder, *self.folder.parents) if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise CacheError(f"{blocking}: is a file where the embedding cache needs a folder; remove it or choose "
+                             f"another --cache-dir (or CLIPFT_CACHE)")
+        if not self.folder.is_dir():
+            return
+        remove_stale_temporaries(self.folder)
         for shard in sorted(self.folder.glob("shard-*.keys.npy")):
             try:
                 keys = np.load(shard, allow_pickle=False)
@@ -54,7 +61,15 @@ class EmbeddingStore:
                 # Atomic writes make this rare (a disk error, a hand edit); recomputing is safe.
                 log.warning("ignoring unreadable cache shard %s (%s); its entries will be recomputed", shard, err)
                 continue
+            self._check_width(emb, shard)
             self._append(keys.tolist(), emb, str(shard))
+
+    def _check_width(self, emb: np.ndarray, shard: Path) -> None:
+        # one store holds one model's embeddings; a shard of another width was put here by hand
+        if self._shards and emb.shape[1:] != self._shards[0].shape[1:]:
+            raise CacheError(f"{shard}: holds embeddings {emb.shape[1:]} wide where {self._names[0]} holds "
+                             f"{self._shards[0].shape[1:]}: it comes from another model; delete it (and its "
+                             f".emb.npy) to recompute")
 
     def _append(self, keys: list[str], emb: np.ndarray, name: str = "<memory>") -> None:
         shard = len(self._shards)
@@ -93,10 +108,21 @@ class EmbeddingStore:
             raise CacheError(f"refusing to cache non-finite embeddings (first key {keys[0]!r}): the model gives NaN or inf")
         source = "<memory>"
         if self.folder is not None:
-            name = f"shard-{time.time_ns():020d}-{os.getpid()}"
+            source = self._write_shard(keys, emb)
+        self._append(list(keys), emb, source)
+
+    def _write_shard(self, keys: list[str], emb: np.ndarray) -> str:
+        """Write one shard (embeddings, then keys); a cache that cannot be written is one line
+        naming it, and what is already cached stays usable."""
+        name = f"shard-{time.time_ns():020d}-{os.getpid()}"
+        try:
             with atomic_write(self.folder / f"{name}.emb.npy", "wb") as f:
                 np.save(f, emb)
-            source = str(self.folder / f"{name}.keys.npy")
-            with atomic_write(source, "wb") as f:
+            with atomic_write(self.folder / f"{name}.keys.npy", "wb") as f:
                 np.save(f, np.asarray(keys, dtype=str))
-        self._append(list(keys), emb, source)
+        except OSError as err:
+            (self.folder / f"{name}.emb.npy").unlink(missing_ok=True)
+            raise CacheError(f"{err.filename or self.folder}: cannot write to the embedding cache ({err.strerror}); "
+                             f"free some space, or pass --cache-dir (or set CLIPFT_CACHE) to a writable folder; "
+                             f"what is cached stays usable") from None
+        return str(self.folder / f"{name}.keys.npy")

@@ -15,12 +15,13 @@ from ..cache.encoding import encode_catalogue
 from ..cache.image_features import CachedImageFeatures, FrozenEncoder, LiveImageFeatures, Mirrored, frozen_split
 from ..cache.text_features import text_features
 from ..catalogue import Catalogue, CatalogueError, load_catalogue
+from ..photo_download import PhotoDownloads
 from ..distributed import init_distributed
 from ..fileio import atomic_write, prepare_output_dir
 from ..fusion import ProductFeatures, resolve_inputs
 from ..models import load_model, resolve_device, train_preprocess
 from ..precision import encoding_precision, resolve_precision
-from ..prompts import PromptSpec, load_prompt_specs, warn_missing_columns
+from ..prompts import PromptSpec, check_prompt_lengths, load_prompt_specs, warn_missing_columns
 from ..reporting.results import write_skipped
 from ..training.config import FinetuneCfg, config_dict
 from ..training.evaluation import SplitTargets, split_targets
@@ -112,7 +113,8 @@ def prepare_run(cfg: FinetuneCfg, out: Path, progress: bool = True) -> PreparedR
     world, device = init_distributed(resolve_device(cfg.device))
     specs = load_prompt_specs(cfg.prompts)
     catalogue = load_catalogue(cfg.data, cfg.image_column, cfg.id_column, cfg.title_column, cfg.image_dir,
-                               cfg.limit, cfg.seed, cfg.sep, cfg.skip_bad)
+                               cfg.limit, cfg.seed, cfg.sep, cfg.skip_bad,
+                               downloads=PhotoDownloads(cfg.cache_dir, progress=progress))
     warn_missing_columns(specs, catalogue.frame.columns, catalogue.source)
     if cfg.captions == "title" and catalogue.title_column is None:
         raise CatalogueError(f"{catalogue.source}: captions=title needs a title column (set title_column)")
@@ -122,6 +124,8 @@ def prepare_run(cfg: FinetuneCfg, out: Path, progress: bool = True) -> PreparedR
 
     torch.manual_seed(cfg.seed)
     model, preprocess, tokenizer = load_model(cfg.model, cfg.pretrained, device)
+    for spec in specs:  # a prompt cut to nothing by the text tower's context stops the run before any work
+        check_prompt_lengths(spec, tokenizer)
     zeroshot_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     frozen_modules = lock_towers(model, cfg)
     fast = frozen_split(model) if cfg.lock_image else None

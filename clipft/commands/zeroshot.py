@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from ..catalogue import CatalogueSource, validate_catalogue
 from ..distributed import init_distributed
-from ..fileio import atomic_write, prepare_output_dir, write_json
+from ..fileio import atomic_write, rank_output_folder, write_json
 from ..fusion import resolve_inputs
 from ..models import load_model, resolve_device
 from ..precision import encoding_precision, resolve_precision
@@ -81,28 +81,29 @@ def run_zeroshot(source: CatalogueSource, prompt_files, out: str | Path, model: 
     prompts are encoded at ``precision`` (:mod:`clipft.precision`; default fp32 on CPU, amp on GPU)."""
     start = time.perf_counter()
     specs = load_prompt_specs(prompt_files)
-    prepare_output_dir(out, OUTPUTS)
-    summary = validate_catalogue(source.chunks(), skip_bad)  # a first pass: missing photos stop the run here
-    warn_missing_columns(specs, source.header(), source.data)
-    inputs = resolve_inputs(inputs, summary)
     world, device = init_distributed(resolve_device(device))
-    precision = resolve_precision(precision, device)
-    torch.manual_seed(source.seed)
-    clip, preprocess, tokenizer = load_model(model, pretrained, device)
-    one_chunk = summary.rows <= source.chunk_size
-    scored = (zeroshot_catalogue(clip, preprocess, tokenizer, chunk, specs if world.main else [], skip_bad, cache_dir,
-                                 device, batch_size=batch_size, workers=workers, inputs=inputs,
-                                 title_weight=title_weight, progress=one_chunk)
-              for chunk in tqdm(source.chunks(), total=-(-summary.rows // source.chunk_size), unit="chunk",
-                                desc=f"Scoring {source.chunk_size}-row chunks", disable=one_chunk or not world.main))
-    info = {"command": "zeroshot", "model": model, "pretrained": pretrained, "data": str(source.data), "inputs": inputs,
-            "title_column": summary.title_column, "title_weight": title_weight if inputs == "fusion" else None,
-            "prompts": list(prompt_files), "seed": source.seed, "limit": source.limit, "precision": precision}
-    with encoding_precision(precision):
-        if not world.main:
-            for _ in scored:
-                pass
-            return None
-        totals = write_zeroshot_report(scored, out, info, started=start)
+    with rank_output_folder(world.main, out, OUTPUTS, previous=("confusion_*.png",)) as stage:
+        summary = validate_catalogue(source.chunks(), skip_bad)  # a first pass: missing photos stop the run here
+        warn_missing_columns(specs, source.header(), source.data)
+        inputs = resolve_inputs(inputs, summary)
+        precision = resolve_precision(precision, device)
+        torch.manual_seed(source.seed)
+        clip, preprocess, tokenizer = load_model(model, pretrained, device)
+        one_chunk = summary.rows <= source.chunk_size
+        scored = (zeroshot_catalogue(clip, preprocess, tokenizer, chunk, specs if world.main else [], skip_bad,
+                                     cache_dir, device, batch_size=batch_size, workers=workers, inputs=inputs,
+                                     title_weight=title_weight, progress=one_chunk)
+                  for chunk in tqdm(source.chunks(), total=-(-summary.rows // source.chunk_size), unit="chunk",
+                                    desc=f"Scoring {source.chunk_size}-row chunks", disable=one_chunk or not world.main))
+        info = {"command": "zeroshot", "model": model, "pretrained": pretrained, "data": str(source.data),
+                "inputs": inputs, "title_column": summary.title_column,
+                "title_weight": title_weight if inputs == "fusion" else None, "prompts": list(prompt_files),
+                "seed": source.seed, "limit": source.limit, "precision": precision}
+        with encoding_precision(precision):
+            if not world.main:
+                for _ in scored:
+                    pass
+                return None
+            totals = write_zeroshot_report(scored, stage, info, started=start)
     totals.inputs = inputs
     return totals, specs

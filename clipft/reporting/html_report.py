@@ -1,13 +1,18 @@
 """``clipft report``: one self-contained HTML page (every image inlined, no network) for one or
 several run folders, built from the files the runs wrote: a headline table (runs side by side),
 then per run its metrics, confusion matrices, training and learning curves, the review queue's
-risk-coverage curve and a gallery of the most confident mistakes (mistakes.csv)."""
+risk-coverage curve and a gallery of the most confident mistakes (mistakes.csv).
+
+A run folder may come from someone else: only image files inside it are inlined (a link to a
+file elsewhere is left out, so the page never carries another file's bytes), and a photo that
+cannot be shown is a placeholder, not a stop."""
 from __future__ import annotations
 
 import base64
 import html
 import io
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +20,10 @@ import pandas as pd
 from PIL import Image
 
 from ..catalogue import to_rgb
-from ..fileio import atomic_write
+from ..fileio import INCOMPLETE_FILE, atomic_write
 from .tables import labels_needed, model_label
+
+log = logging.getLogger(__name__)
 
 KINDS = ("finetune", "probe", "curve", "zeroshot", "predict")
 THUMBNAIL = 112
@@ -25,6 +32,8 @@ table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;p
 th{background:#f3f3f3}figure{display:inline-block;margin:.3em;vertical-align:top}
 figure img.plot{max-width:560px}figcaption{font-size:.8em;max-width:560px}
 .gallery figure{width:130px}.gallery figcaption{font-size:.75em}.run{border-top:2px solid #888;margin-top:2em}"""
+IMAGE_MAGIC = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg"}
+MISTAKE_COLUMNS = ["attribute", "id", "image", "label", "predicted", "probability"]
 
 
 class ReportError(ValueError):
@@ -43,32 +52,62 @@ class RunFolder:
 
 
 def open_run(path: str | Path) -> RunFolder:
-    """Which command wrote ``path``, from the files it left there."""
+    """Which command wrote ``path``, from the files it left there. A folder whose run died while
+    moving its outputs in may mix two runs' files, so it is refused."""
     path = Path(path)
+    if (path / INCOMPLETE_FILE).exists():
+        raise ReportError(f"{path}: a run stopped while moving its outputs in (it left {INCOMPLETE_FILE}); "
+                          f"run that command again before reporting on it")
     for kind, marker in (("curve", "curve.csv"), ("finetune", "comparison.csv"), ("probe", "probe.csv")):
         if (path / marker).is_file():
             return RunFolder(path, kind, {})
     if (path / "metrics.json").is_file():
-        info = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+        info = read_metrics(path / "metrics.json")
         kind = info.get("run", {}).get("command")
         if kind in KINDS:
             return RunFolder(path, kind, info)
     raise ReportError(f"{path}: not a clipft run folder (no comparison.csv, probe.csv, curve.csv or metrics.json)")
 
 
+def read_metrics(path: Path) -> dict:
+    """metrics.json of a scoring run; one that is not a JSON object is named, not a traceback."""
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # JSON and UTF-8 errors are ValueErrors
+        raise ReportError(f"{path}: not a readable metrics file ({err})") from None
+    if not isinstance(info, dict) or not isinstance(info.get("run", {}), dict):
+        raise ReportError(f"{path}: not a clipft metrics file (expected an object with a 'run' object)")
+    return info
+
+
+def read_table(path: Path, columns, na_values=("",), **options) -> pd.DataFrame:
+    """A CSV the run wrote. Only ``na_values`` (empty cells) are missing values: pandas would read
+    classes and ids named NA, None or null as missing too, and the report would stop on them."""
+    try:
+        table = pd.read_csv(path, keep_default_na=False, na_values=list(na_values), **options)
+    except (OSError, ValueError) as err:  # pandas' parser errors are ValueErrors
+        raise ReportError(f"{path}: not a readable CSV table ({err})") from None
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ReportError(f"{path}: no column {', '.join(missing)}; was it written by clipft?")
+    return table
+
+
 def headline(run: RunFolder) -> pd.DataFrame:
     """Per attribute (rows), the run's main figures (columns): test accuracy per model for
     training runs, the metrics of scoring runs, labels needed for curves."""
     if run.kind == "finetune":
-        table = pd.read_csv(run.path / "comparison.csv")
+        table = read_table(run.path / "comparison.csv", ["attribute", "model", "alpha", "titles", "accuracy"])
         table = table.assign(model=model_label(table))[table["titles"] == "present"]
         return table.pivot_table(index="attribute", columns="model", values="accuracy", sort=False)
     if run.kind == "probe":
-        table = pd.read_csv(run.path / "probe.csv")
+        table = read_table(run.path / "probe.csv", ["attribute", "classifier", "inputs", "titles", "accuracy"])
         table = table[table["titles"] == "present"].assign(model=lambda t: t["classifier"] + " (" + t["inputs"] + ")")
         return table.pivot_table(index="attribute", columns="model", values="accuracy", sort=False)
     if run.kind == "curve":
-        needed = labels_needed(pd.read_csv(run.path / "curve.csv", dtype={"size": str}))
+        curve = read_table(run.path / "curve.csv", ["attribute", "method", "size", "accuracy", "n_train"],
+                           dtype={"size": str})
+        needed = labels_needed(curve)
         return needed.set_index(["attribute", "method"])
     wanted = ["n", "accuracy", "macro_f1", "coverage", "auto_accuracy", "threshold"]
     frame = pd.DataFrame(run.info.get("attributes", {})).T
@@ -89,22 +128,53 @@ def table_html(frame: pd.DataFrame) -> str:
     return frame.to_html(float_format=lambda v: f"{v:.3f}", na_rep="-", border=0)
 
 
-def image_data(path: Path, size: int | None = None) -> str:
-    """An image file as a data: URI (PNG plots as they are; photos as small JPEG thumbnails)."""
-    if size is None:
-        return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+def data_uri(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode()
+
+
+def thumbnail_data(path: Path, size: int) -> str:
+    """A photo as a small JPEG thumbnail (data: URI)."""
     with Image.open(path) as img:
         thumb = to_rgb(img)
         thumb.thumbnail((size, size))
     buffer = io.BytesIO()
     thumb.save(buffer, format="JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return data_uri(buffer.getvalue(), "image/jpeg")
+
+
+def placeholder(text: str, size: int = THUMBNAIL) -> str:
+    """A grey square saying why a photo is not shown (SVG data: URI), so the gallery keeps its layout."""
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}"><rect width="100%" height="100%" '
+           f'fill="#eee"/><text x="50%" y="50%" font-size="11" text-anchor="middle" fill="#666">'
+           f"{html.escape(text)}</text></svg>")
+    return data_uri(svg.encode(), "image/svg+xml")
+
+
+def plot_image(path: Path, root: Path) -> str | None:
+    """A plot of the run folder ``root`` as a data: URI, or None (logged) when it is not a PNG or
+    JPEG file inside the folder: a link in a shared run folder must not put, say, a key file into
+    the page."""
+    target = path.resolve()
+    if not target.is_relative_to(root):
+        log.warning("%s: left out of the report: it links to %s, outside the run folder", path, target)
+        return None
+    if not target.is_file():  # folders, FIFOs, broken links
+        log.warning("%s: left out of the report: not a regular file", path)
+        return None
+    data = target.read_bytes()
+    mime = next((m for magic, m in IMAGE_MAGIC.items() if data.startswith(magic)), None)
+    if mime is None:
+        log.warning("%s: left out of the report: not a PNG or JPEG image", path)
+        return None
+    return data_uri(data, mime)
 
 
 def plots_html(run: RunFolder) -> str:
     """Every plot the run wrote (confusion matrices, training and learning curves, risk-coverage)."""
-    figures = [f'<figure><img class="plot" src="{image_data(p)}" alt="{html.escape(p.stem)}">'
-               f"<figcaption>{html.escape(p.name)}</figcaption></figure>" for p in sorted(run.path.glob("*.png"))]
+    root = run.path.resolve()
+    plots = [(p, plot_image(p, root)) for p in sorted(run.path.glob("*.png"))]
+    figures = [f'<figure><img class="plot" src="{src}" alt="{html.escape(p.stem)}">'
+               f"<figcaption>{html.escape(p.name)}</figcaption></figure>" for p, src in plots if src]
     return "".join(figures) or "<p>(no plots)</p>"
 
 
@@ -113,20 +183,46 @@ def gallery_html(run: RunFolder, per_attribute: int = 12) -> str:
     path = run.path / "mistakes.csv"
     if not path.is_file():
         return ""
-    mistakes = pd.read_csv(path, dtype={"id": str, "label": str, "predicted": str})
+    # every column as text, none missing: a class or id named NA or None is a name
+    mistakes = read_table(path, MISTAKE_COLUMNS, na_values=(), dtype=str)
+    mistakes["probability"] = pd.to_numeric(mistakes["probability"], errors="coerce")
     parts = []
     for attribute, group in mistakes.groupby("attribute", sort=False):
-        figures = [_mistake_figure(row) for row in group.head(per_attribute).itertuples()]
-        parts.append(f"<h4>{html.escape(str(attribute))}: most confident mistakes</h4>"
+        figures = [_mistake_figure(run, row) for row in group.head(per_attribute).itertuples()]
+        parts.append(f"<h4>{html.escape(attribute)}: most confident mistakes</h4>"
                      f"<div class=\"gallery\">{''.join(figures)}</div>")
     return "".join(parts) or "<p>(no mistakes on the labelled products)</p>"
 
 
-def _mistake_figure(row) -> str:
-    image = Path(row.image)
-    src = image_data(image, THUMBNAIL) if image.is_file() else ""
-    caption = f"{html.escape(row.label)} &rarr; {html.escape(row.predicted)} ({row.probability:.2f})<br>id {html.escape(row.id)}"
-    return f'<figure><img src="{src}" alt="product {html.escape(row.id)}"><figcaption>{caption}</figcaption></figure>'
+def photo_path(run: RunFolder, image: str) -> Path | None:
+    """Where a mistake's photo is. A relative path in mistakes.csv is relative to the folder
+    predict ran in, which the run does not record: it is looked for beside the run folder, in the
+    folders above it (predict usually runs above its --out) and in the current folder."""
+    path = Path(image)
+    if path.is_absolute():
+        return path if path.is_file() else None
+    root = run.path.resolve()
+    return next((base / path for base in (root, *root.parents, Path.cwd()) if (base / path).is_file()), None)
+
+
+def thumbnail_src(run: RunFolder, image: str) -> str:
+    """The thumbnail of a mistake's photo, or a placeholder (logged) when it is missing or not an image."""
+    path = photo_path(run, image) if image else None
+    if path is None:
+        log.warning("%s: photo %s not found; the report shows a placeholder", run.path / "mistakes.csv", image)
+        return placeholder("photo not found")
+    try:
+        return thumbnail_data(path, THUMBNAIL)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:  # PIL's ways of refusing a file
+        log.warning("%s: not shown in the report (%s)", path, err)
+        return placeholder("not an image")
+
+
+def _mistake_figure(run: RunFolder, row) -> str:
+    probability = "?" if pd.isna(row.probability) else f"{row.probability:.2f}"
+    caption = f"{html.escape(row.label)} &rarr; {html.escape(row.predicted)} ({probability})<br>id {html.escape(row.id)}"
+    return (f'<figure><img src="{thumbnail_src(run, row.image)}" alt="product {html.escape(row.id)}">'
+            f"<figcaption>{caption}</figcaption></figure>")
 
 
 def run_section(run: RunFolder) -> str:

@@ -59,6 +59,20 @@ def labelled_pairs(scored: ScoredCatalogue, predictions: pd.DataFrame, spec: Pro
     return labels[check.known].astype(str), predictions[spec.attribute].to_numpy()[check.known], check
 
 
+def left_out_labels(missing: int, unknown: Counter) -> dict:
+    """metrics.json's account of the labels a run could not score: blank ones, and values that
+    are not classes of the prompt file, counted and named (commonest first)."""
+    values = dict(unknown.most_common())
+    return {"missing_labels": missing, "unknown_labels": sum(values.values()), "unknown_values": values}
+
+
+def unknown_labels_message(attribute: str, unknown: dict, source: str, show: int = 8) -> str:
+    """One line naming the label values of ``attribute`` that are not classes of ``source``."""
+    listed = ", ".join(f"{value!r} x{count}" for value, count in list(unknown.items())[:show])
+    return (f"{attribute}: {sum(unknown.values())} label(s) are not classes of {source}, left out of the metrics: "
+            f"{listed}")
+
+
 class ConfidentMistakes:
     """The most confident wrong predictions per attribute, kept (``keep`` of them) while a
     catalogue streams by: what a catalogue team looks at first (mistakes.csv, the report)."""
@@ -69,13 +83,13 @@ class ConfidentMistakes:
         self.keep = keep
         self.frames: dict[str, pd.DataFrame] = {}
 
-    def add(self, attribute: str, ids, image_paths, rows, labels, predicted, probability) -> None:
-        """Labelled products of one chunk: their ids, catalogue ``rows`` (into ``image_paths``),
-        true and predicted labels and the prediction's probability."""
+    def add(self, attribute: str, ids, catalogue, rows, labels, predicted, probability) -> None:
+        """Labelled products of one chunk: their ids, ``rows`` of the chunk's ``catalogue``, true and
+        predicted labels and the prediction's probability."""
         labels, predicted = np.asarray(labels, dtype=str), np.asarray(predicted, dtype=str)
         wrong = np.flatnonzero(labels != predicted)
         frame = pd.DataFrame({"attribute": attribute, "id": np.asarray(ids, dtype=object)[wrong],
-                              "image": [str(image_paths[rows[i]]) for i in wrong], "label": labels[wrong],
+                              "image": [catalogue.photo_reference(rows[i]) for i in wrong], "label": labels[wrong],
                               "predicted": predicted[wrong], "probability": np.asarray(probability)[wrong]})
         if attribute in self.frames:
             frame = pd.concat([self.frames[attribute], frame], ignore_index=True)
@@ -110,7 +124,7 @@ class LabelledResults:
             entry["missing_labels"] += check.missing
             entry["unknown_values"].update(check.unknown)
             rows = scored.rows[check.known]
-            self.mistakes.add(spec.attribute, predictions["id"].to_numpy()[check.known], scored.catalogue.image_paths,
+            self.mistakes.add(spec.attribute, predictions["id"].to_numpy()[check.known], scored.catalogue,
                               rows, y_true, y_pred, predictions[f"{spec.attribute}_prob"].to_numpy()[check.known])
 
     def pairs(self, attribute: str) -> tuple[np.ndarray, np.ndarray]:
@@ -121,10 +135,8 @@ class LabelledResults:
         results = {}
         for attribute, entry in self.entries.items():
             y_true, y_pred = self.pairs(attribute)
-            unknown = dict(entry["unknown_values"].most_common())
             counts = {"rows": entry["rows"], "skipped_images": entry["skipped_images"],
-                      "missing_labels": entry["missing_labels"], "unknown_labels": sum(unknown.values()),
-                      "unknown_values": unknown}
+                      **left_out_labels(entry["missing_labels"], entry["unknown_values"])}
             scores = classification_metrics(y_true, y_pred) if len(y_true) else {"n": 0}
             results[attribute] = {"column": entry["column"], **scores, **counts}
         return results

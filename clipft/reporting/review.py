@@ -3,7 +3,10 @@ the review queue, its Label Studio import file, and, on labelled catalogues, how
 were auto-accepted and how accurate they were (a risk-coverage curve per attribute)."""
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from pathlib import Path
+from xml.sax.saxutils import quoteattr
 
 import numpy as np
 import pandas as pd
@@ -13,7 +16,9 @@ from ..catalogue import Catalogue
 from ..fileio import atomic_write, write_json
 from ..metrics import check_labels
 from .plots import save_figure, subplots
-from .results import ConfidentMistakes, top_k
+from .results import ConfidentMistakes, left_out_labels, top_k, unknown_labels_message
+
+log = logging.getLogger(__name__)
 
 
 def predicted_frame(catalogue: Catalogue, rows: np.ndarray, proba: dict, heads: dict) -> pd.DataFrame:
@@ -37,7 +42,7 @@ def review_frame(catalogue: Catalogue, rows: np.ndarray, predicted: pd.DataFrame
     for name, head in heads.items():
         mine = np.flatnonzero(predicted[f"{name}_status"].to_numpy() == "review")
         parts.append(pd.DataFrame({
-            "id": predicted["id"].to_numpy()[mine], "image": [str(catalogue.image_paths[rows[i]]) for i in mine],
+            "id": predicted["id"].to_numpy()[mine], "image": [catalogue.image_name(rows[i]) for i in mine],
             "title": [titles[rows[i]] for i in mine], "attribute": name, "column": head.spec.column,
             "predicted": predicted[name].to_numpy()[mine], "probability": predicted[f"{name}_prob"].to_numpy()[mine],
             "top3": predicted[f"{name}_top3"].to_numpy()[mine]}))
@@ -46,11 +51,13 @@ def review_frame(catalogue: Catalogue, rows: np.ndarray, predicted: pd.DataFrame
 
 class ReviewResults:
     """True labels, predictions, confidences and statuses of the labelled attributes, gathered
-    chunk by chunk."""
+    chunk by chunk, and the labels left out of them (blank, or not a class the run knows)."""
 
     def __init__(self, heads: dict):
         self.heads = heads
         self.entries: dict[str, dict[str, list]] = {}
+        self.missing_labels: Counter = Counter()  # attribute -> blank labels
+        self.unknown_values: dict[str, Counter] = {}  # attribute -> label values that are not its classes
         self.mistakes = ConfidentMistakes()
 
     def add(self, catalogue: Catalogue, rows: np.ndarray, predicted: pd.DataFrame) -> None:
@@ -58,13 +65,16 @@ class ReviewResults:
             if head.spec.column not in catalogue.frame.columns:
                 continue
             labels = catalogue.frame[head.spec.column].to_numpy(dtype=object)[rows]
-            known = check_labels(labels, head.spec.classes).known
+            check = check_labels(labels, head.spec.classes)
+            known = check.known
+            self.missing_labels[name] += check.missing
+            self.unknown_values.setdefault(name, Counter()).update(check.unknown)
             entry = self.entries.setdefault(name, {"y": [], "pred": [], "conf": [], "auto": []})
             entry["y"].append(labels[known].astype(str))
             entry["pred"].append(predicted[name].to_numpy()[known].astype(str))
             entry["conf"].append(predicted[f"{name}_prob"].to_numpy()[known])
             entry["auto"].append(predicted[f"{name}_status"].to_numpy()[known] == "auto")
-            self.mistakes.add(name, predicted["id"].to_numpy()[known], catalogue.image_paths, rows[known],
+            self.mistakes.add(name, predicted["id"].to_numpy()[known], catalogue, rows[known],
                               entry["y"][-1], entry["pred"][-1], entry["conf"][-1])
 
     def arrays(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -73,15 +83,20 @@ class ReviewResults:
 
     def metrics(self) -> dict:
         """Per attribute: coverage (share auto-labelled), accuracy of the auto-labelled part,
-        accuracy overall, the threshold and the target precision."""
+        accuracy overall, the threshold, the target precision and the labels left out (label
+        values the run never saw are also logged as a warning)."""
         out = {}
         for name in self.entries:
             correct, _, auto = self.arrays(name)
             calibration = self.heads[name].calibration
+            left_out = left_out_labels(self.missing_labels[name], self.unknown_values[name])
+            if left_out["unknown_values"]:
+                log.warning(unknown_labels_message(name, left_out["unknown_values"], self.heads[name].spec.source))
             out[name] = {"n": int(len(correct)), "accuracy": float(correct.mean()) if len(correct) else None,
                          "coverage": float(auto.mean()) if len(auto) else None,
                          "auto_accuracy": float(correct[auto].mean()) if auto.any() else None,
-                         "threshold": calibration.to_dict()["threshold"], "target_precision": calibration.target_precision}
+                         "threshold": calibration.to_dict()["threshold"], "target_precision": calibration.target_precision,
+                         **left_out}
         return out
 
     def plot(self, path: Path) -> None:
@@ -120,9 +135,10 @@ def label_studio_config(heads: dict) -> str:
     """Label Studio labelling interface: the photo, the title, and one single-choice question per attribute."""
     blocks = ['<View>', '  <Image name="image" value="$image"/>', '  <Text name="title" value="$title"/>']
     for head in heads.values():
-        blocks.append(f'  <Header value="{head.spec.attribute}"/>')
-        blocks.append(f'  <Choices name="{head.spec.column}" toName="image" choice="single" showInline="true">')
-        blocks += [f'    <Choice value="{c}"/>' for c in head.spec.classes]
+        # quoteattr: class and column names are any text ("Black & White", quotes)
+        blocks.append(f'  <Header value={quoteattr(head.spec.attribute)}/>')
+        blocks.append(f'  <Choices name={quoteattr(head.spec.column)} toName="image" choice="single" showInline="true">')
+        blocks += [f'    <Choice value={quoteattr(c)}/>' for c in head.spec.classes]
         blocks.append('  </Choices>')
     return "\n".join(blocks + ['</View>']) + "\n"
 
