@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from clipft.fileio import atomic_write, write_json
-from clipft.models import image_stages
+from clipft.model_registry import image_stages
 from clipft.multiscale import add_stages
 from clipft.offline_model import OFFLINE_MODEL, create_lite0_minilm
 

@@ -5,18 +5,29 @@ fusion, probes, losses, metrics), with the embedding cache in :mod:`clipft.cache
 trainer in :mod:`clipft.training`; :mod:`clipft.commands` turns configs into run folders and
 :mod:`clipft.reporting` writes their tables and plots.
 """
-from .cache.encoding import encode_catalogue, encode_images, encode_texts
-from .catalogue import Catalogue, CatalogueError, load_catalogue
-from .fusion import ProductFeatures
-from .metrics import check_labels, classification_metrics
-from .models import ModelLoadError, list_models, load_model, tower_fingerprint
-from .offline_model import OFFLINE_MODEL
-from .prompts import PromptFileError, PromptSpec, load_prompt_spec, load_prompt_specs
-from .zeroshot import ZeroShotClassifier, zeroshot_catalogue
+from __future__ import annotations
 
-__all__ = [
-    "Catalogue", "CatalogueError", "load_catalogue", "encode_catalogue", "encode_images", "encode_texts",
-    "ProductFeatures", "check_labels", "classification_metrics", "ModelLoadError", "list_models", "load_model",
-    "tower_fingerprint", "OFFLINE_MODEL", "PromptFileError", "PromptSpec", "load_prompt_spec", "load_prompt_specs",
-    "ZeroShotClassifier", "zeroshot_catalogue",
-]
+import importlib
+
+# The public surface, imported on first use (PEP 562) so that ``import clipft`` and
+# ``clipft --help`` do not load torch and OpenCLIP.
+_PUBLIC = {
+    "encode_catalogue": "cache.encoding", "encode_images": "cache.encoding", "encode_texts": "cache.encoding",
+    "Catalogue": "catalogue", "CatalogueError": "catalogue", "load_catalogue": "catalogue",
+    "ProductFeatures": "fusion", "check_labels": "metrics", "classification_metrics": "metrics",
+    "ModelLoadError": "models", "list_models": "models", "load_model": "models", "tower_fingerprint": "models",
+    "OFFLINE_MODEL": "offline_model", "PromptFileError": "prompts", "PromptSpec": "prompts",
+    "load_prompt_spec": "prompts", "load_prompt_specs": "prompts", "ZeroShotClassifier": "zeroshot",
+    "zeroshot_catalogue": "zeroshot",
+}
+__all__ = list(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'clipft' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import shutil
@@ -151,38 +152,32 @@ LOCK_FILE = ".clipft.lock"
 
 @contextlib.contextmanager
 def folder_lock(folder: Path) -> Iterator[None]:
-    """Hold ``folder`` for one run: a second run into it stops with the owner's pid and host.
-    A lock whose process on this host is gone is taken over."""
+    """Hold ``folder`` for one run: a second run into it stops with the holder's pid and host.
+    An advisory ``flock`` on ``.clipft.lock``: the kernel releases it when its process dies,
+    however it dies, so a killed run never leaves the folder locked. The file stays (removing
+    it would let two runs lock two different files); what it holds is only for the message."""
     lock = folder / LOCK_FILE
-    owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666 & ~current_umask())
-            break
-        except FileExistsError:
-            _check_stale_lock(lock)
-    else:
-        raise OutputError(f"{folder}: could not take its lock {lock}")
-    with os.fdopen(fd, "w") as f:
-        json.dump(owner, f)
+    fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o666 & ~current_umask())
     try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(f"{folder}: in use by another clipft run ({_holder(lock)}); wait for it to finish "
+                              f"or choose another --out") from None
+        owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(owner).encode(), 0)
         yield
     finally:
-        lock.unlink(missing_ok=True)
+        os.close(fd)  # releases the lock
 
 
-def _check_stale_lock(lock: Path) -> None:
-    """Remove ``lock`` when its owner is a dead process of this host; else say who holds it."""
+def _holder(lock: Path) -> str:
     try:
         held = json.loads(lock.read_text(encoding="utf-8"))
-        pid, host, since = int(held["pid"]), str(held["host"]), held.get("since", "?")
+        return f"pid {held['pid']} on {held['host']}, since {held['since']}"
     except (OSError, ValueError, KeyError, TypeError):
-        raise OutputError(f"{lock}: an unreadable lock; if no clipft run writes into {lock.parent}, delete it") from None
-    if host == socket.gethostname() and not _alive(pid):
-        lock.unlink(missing_ok=True)
-        return
-    raise OutputError(f"{lock.parent}: in use by another clipft run (pid {pid} on {host}, since {since}); wait for "
-                      f"it to finish or choose another --out (delete {lock} only if that run is gone)")
+        return "it is starting"
 
 
 INCOMPLETE_FILE = ".clipft.incomplete"
@@ -211,7 +206,6 @@ def output_folder(out: str | os.PathLike, names=(), previous=()) -> Iterator[Pat
     out = prepare_output_dir(out, names)
     with folder_lock(out):
         remove_stale_temporaries(out)
-        (out / INCOMPLETE_FILE).unlink(missing_ok=True)  # an earlier run died while publishing
         stage = out / f".staging-{_OWNER}"
         shutil.rmtree(stage, ignore_errors=True)
         stage.mkdir()

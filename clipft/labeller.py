@@ -101,6 +101,8 @@ def run_file(run_dir: Path, name) -> Path:
     path = run_dir / name
     if not path.resolve().is_relative_to(run_dir.resolve()):
         raise LabellerError(f"{manifest}: {name} is a link that leaves the run folder; refused")
+    if not path.is_file():  # missing, or a FIFO or device that would block or never end
+        raise LabellerError(f"{path}: missing or not a regular file; the run did not finish")
     return path
 
 
@@ -146,15 +148,21 @@ def read_manifest(run_dir: Path) -> dict:
         hint = " (an unfinished or older run: run it again to finish it)" if (run_dir / "config.yaml").is_file() else ""
         raise LabellerError(f"{run_dir}: not a finished finetune or probe run: no {LABELLER_FILE}{hint}")
     try:
-        data = json.loads(manifest.read_text(encoding="utf-8"))
+        data = json.loads(run_file(run_dir, LABELLER_FILE).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise LabellerError(f"{manifest}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise LabellerError(f"{manifest}: not a clipft labeller (a JSON {type(data).__name__}, not an object)")
     if data.get("format") != FORMAT or data.get("version") != 1:
         raise LabellerError(f"{manifest}: not a clipft labeller (format {data.get('format')!r}, version "
                             f"{data.get('version')!r})")
     for name in (WEIGHTS_FILE, CALIBRATION_FILE):
         if not (run_dir / name).is_file():
             raise LabellerError(f"{run_dir}: {name} is missing; the run did not finish")
+    missing = [key for key in ("model", "inputs", "attributes") if key not in data]
+    if missing or not isinstance(data["attributes"], dict):
+        raise LabellerError(f"{manifest}: no {', '.join(missing) or 'attributes object'}; the file is damaged: "
+                            f"train the run again, or restore it from a copy")
     return data
 
 

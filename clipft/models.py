@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
 import pickle
 import weakref
-from pathlib import Path
 
 import open_clip
 import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2
 
+from .model_registry import image_stages, register_model_configs, without_clipft_section
 from .multiscale import add_stages
 from .offline_model import OFFLINE_MODEL, create_lite0_minilm
 
 # A tiny randomly initialised ViT for tests and smoke runs: never downloads, runs in milliseconds.
 TINY_MODEL = "clipft-tiny"
-_CONFIG_DIR = Path(__file__).parent / "model_configs"
 
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
 RANDOM_WEIGHTS = "random"
@@ -32,12 +30,6 @@ class ModelLoadError(RuntimeError):
 
 
 @functools.cache
-def register_model_configs() -> None:
-    """Add clipft's architectures to OpenCLIP's registry, once, when a model is first asked for
-    (not on import: importing clipft changes nothing in OpenCLIP)."""
-    open_clip.add_model_config(_CONFIG_DIR)
-
-
 def list_models() -> list[str]:
     """Every architecture ``--model`` accepts: OpenCLIP's, plus clipft's own."""
     register_model_configs()
@@ -67,21 +59,6 @@ def _resolve_pretrained(name: str, pretrained: str | None) -> str | None:
     tags = open_clip.list_pretrained_tags_by_model(name) if name != OFFLINE_MODEL else []
     known = ", ".join(tags) if tags else "none (give a checkpoint file, or no --pretrained)"
     raise ModelLoadError(f"--pretrained {pretrained!r} is neither a file nor a known tag for {name}. Tags: {known}")
-
-
-def image_stages(name: str) -> tuple[int, int]:
-    """(how many image-tower stages an architecture of clipft's projects beside its last, the
-    bins per channel of its colour histogram): ``"clipft": {"image_stages": N, "colour_bins": B}``
-    in its JSON config; (0, 0) for OpenCLIP's own."""
-    path = _CONFIG_DIR / f"{name}.json"
-    section = json.loads(path.read_text(encoding="utf-8")).get("clipft", {}) if path.is_file() else {}
-    return int(section.get("image_stages", 0)), int(section.get("colour_bins", 0))
-
-
-def without_clipft_section(name: str) -> None:
-    # OpenCLIP passes every key of a config to the model's constructor; clipft's own section
-    # is read by image_stages() and must not reach it (a rescan of the folder brings it back).
-    open_clip.factory._MODEL_CONFIGS.get(name, {}).pop("clipft", None)
 
 
 def _create(name: str, pretrained: str | None, device):

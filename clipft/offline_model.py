@@ -88,7 +88,7 @@ def create_lite0_minilm(from_checkpoint: bool = False, device: str | torch.devic
     import open_clip
     from open_clip.tokenizer import HFTokenizer
 
-    from .models import register_model_configs, without_clipft_section
+    from .model_registry import register_model_configs, without_clipft_section
 
     register_model_configs()
     without_clipft_section(OFFLINE_MODEL)

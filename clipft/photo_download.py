@@ -2,8 +2,10 @@
 timeout and a size limit, into a content-addressed cache beside the embedding cache, so that a
 second run downloads nothing.
 
-``http(s)://`` is read with the standard library; other schemes (``s3://``, ``gs://``, ...)
-through fsspec and the package for that scheme, when installed. Under ``<cache root>/downloads``,
+``http(s)://`` is read with the standard library (redirects only to http(s)); the cloud stores
+in ``_SCHEME_PACKAGES`` through fsspec and the package for that scheme, when installed. Any other
+scheme (``file://``, ``ftp://``, ``zip://``, ``memory://``, chained ``a::b`` URLs) is refused
+before any download: local photos are named by path, and a URL must not reach local files. Under ``<cache root>/downloads``,
 ``blobs/ab/<sha256 of the bytes>`` holds each photo once (URLs of the same photo share it) and
 ``urls/cd/<sha256 of the URL>`` names the blob of a URL; both are written atomically, the URL's
 file after its blob, so a URL file always names a finished blob.
@@ -20,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.error import HTTPError, URLError
+from urllib.parse import urljoin, urlsplit
 from urllib.request import HTTPRedirectHandler, Request, build_opener
 
 from PIL import Image, UnidentifiedImageError
@@ -33,8 +36,13 @@ log = logging.getLogger(__name__)
 # A scheme of two letters or more, so that a Windows drive (C:/...) stays a path.
 _URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+)://")
 _HTTP = ("http", "https")
-# The package fsspec needs for a scheme, to name it when it is missing.
-_SCHEME_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}
+# The only schemes read through fsspec, with the package each needs (named when it is missing):
+# remote stores only, so a catalogue cannot make clipft open local files, FIFOs or archives.
+_SCHEME_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs",
+                    "az": "adlfs", "abfs": "adlfs", "abfss": "adlfs"}
+# Errors of fsspec reads that another try cannot mend.
+_PERMANENT_OS_ERRORS = {FileNotFoundError: "not found", PermissionError: "permission denied",
+                        IsADirectoryError: "a folder, not a photo", NotADirectoryError: "not found"}
 _RETRY_STATUS = (408, 429, 500, 502, 503, 504)
 
 
@@ -60,6 +68,12 @@ class DownloadSettings:
     max_redirects: int = 5
     max_wait: float = 60.0  # the longest Retry-After a server is obeyed for
 
+    @property
+    def deadline(self) -> float:
+        """Seconds one try may take in all: ``timeout`` bounds each silence only, so a server
+        sending a byte just before each timeout would otherwise hold a worker for ever."""
+        return 4 * self.timeout
+
 
 @dataclass(frozen=True)
 class Fetched:
@@ -77,6 +91,20 @@ class _Failure(Exception):
         self.reason, self.retry, self.wait = reason, retry, wait
 
 
+class _HttpOnlyRedirects(HTTPRedirectHandler):
+    """Follows redirects to http(s) only: the standard handler also follows ftp:// (and reports
+    file:// as a bare 3xx error), and a photo server must not send clipft to other protocols."""
+
+    def http_error_302(self, req, fp, code, msg, headers):
+        target = headers.get("location") or headers.get("uri")
+        if target and urlsplit(urljoin(req.full_url, target)).scheme.lower() not in _HTTP:
+            fp.close()
+            raise _Failure(f"redirect to a non-HTTP URL refused ({target})")
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+
 def _size(size: int) -> str:
     return f"{size / 2**20:.3g} MB" if size >= 2**20 else f"{size / 2**10:.3g} kB"
 
@@ -90,7 +118,7 @@ class PhotoDownloads:
         self.root = Path(cache_dir if cache_dir is not None else default_cache_dir()) / "downloads"
         self.settings, self.progress = settings, progress
         self._failed: dict[str, Fetched] = {}
-        redirects = HTTPRedirectHandler()
+        redirects = _HttpOnlyRedirects()
         redirects.max_redirections = settings.max_redirects
         self._opener = build_opener(redirects)
 
@@ -152,7 +180,7 @@ class PhotoDownloads:
                 declared = r.headers.get("Content-Length", "")
                 if declared.isdigit() and int(declared) > self.settings.max_bytes:
                     raise _Failure(f"larger than {_size(self.settings.max_bytes)} ({_size(int(declared))})")
-                return _read_limited(r, self.settings.max_bytes), r.headers.get_content_type()
+                return self._read_limited(r), r.headers.get_content_type()
         except HTTPError as err:
             raise self._http_failure(err) from None
         except URLError as err:
@@ -183,16 +211,38 @@ class PhotoDownloads:
             if size is not None and size > self.settings.max_bytes:
                 raise _Failure(f"larger than {_size(self.settings.max_bytes)} ({_size(size)})")
             with fs.open(path, "rb") as f:
-                return _read_limited(f, self.settings.max_bytes)
-        except FileNotFoundError:
-            raise _Failure("not found") from None
-        except PermissionError:
-            raise _Failure("permission denied") from None
-        except (OSError, TimeoutError) as err:
-            raise _Failure(f"{type(err).__name__}: {err}", retry=True) from None
+                return self._read_limited(f)
+        except _Failure:
+            raise
+        except OSError as err:  # TimeoutError and ConnectionError included: worth another try
+            permanent = _PERMANENT_OS_ERRORS.get(type(err))
+            raise _Failure(permanent or f"{type(err).__name__}: {err}", retry=permanent is None) from None
+        except Exception as err:  # noqa: BLE001 (credentials, a bad bucket name, ...: fail this photo only)
+            raise _Failure(f"{type(err).__name__}: {err}") from None
+
+    def _read_limited(self, stream) -> bytes:
+        """The whole body, refused as soon as it passes ``max_bytes`` (a server may not say its
+        size) or the try passes its deadline (``timeout`` only bounds each wait for data)."""
+        max_bytes, deadline = self.settings.max_bytes, self.settings.deadline
+        give_up = time.monotonic() + deadline
+        # read1: what has arrived, so that a trickle cannot stall one read past the deadline
+        read = getattr(stream, "read1", stream.read)
+        chunks, size = [], 0
+        while chunk := read(1 << 16):
+            size += len(chunk)
+            if size > max_bytes:
+                raise _Failure(f"larger than {_size(max_bytes)}")
+            if time.monotonic() > give_up:
+                raise _Failure(f"too slow: not finished within {deadline:g} s")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def _check_schemes(self, urls: list[str]) -> None:
-        """Stop before any download when a scheme needs a package that is not installed."""
+        """Stop before any download when a URL's scheme is not one clipft reads, or needs a
+        package that is not installed."""
+        chained = next((url for url in urls if url_scheme(url) not in _HTTP and "::" in url), None)
+        if chained is not None:  # fsspec reads "a::b" as a chain, which could reach local files
+            raise DownloadError(f"{chained}: chained URLs (with '::') are not supported: name one photo per URL")
         examples = {url_scheme(url): url for url in reversed(urls)}
         for scheme, url in examples.items():
             if scheme not in _HTTP:
@@ -228,17 +278,6 @@ class PhotoDownloads:
         return self.root / "urls" / key[:2] / key
 
 
-def _read_limited(stream, max_bytes: int) -> bytes:
-    """The whole body, refused as soon as it passes ``max_bytes`` (a server may not say its size)."""
-    chunks, size = [], 0
-    while chunk := stream.read(1 << 16):
-        size += len(chunk)
-        if size > max_bytes:
-            raise _Failure(f"larger than {_size(max_bytes)}")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _check_image(data: bytes, content_type: str | None) -> None:
     """Refuse what is no image at all (a login page, an error page sent with status 200); a
     damaged image passes here and is reported when it is decoded."""
@@ -253,16 +292,17 @@ def _check_image(data: bytes, content_type: str | None) -> None:
 
 def _check_fsspec_scheme(scheme: str, url: str) -> None:
     package = _SCHEME_PACKAGES.get(scheme)
+    if package is None:
+        raise DownloadError(f"{url}: unsupported URL scheme '{scheme}': name local photos by path; "
+                            f"URLs must be http(s):// or {', '.join(s + '://' for s in _SCHEME_PACKAGES)}")
     try:
         import fsspec
     except ImportError:
-        raise DownloadError(f"{url}: reading {scheme}:// photos needs fsspec: "
-                            f"pip install fsspec {package or ''}".rstrip()) from None
+        raise DownloadError(f"{url}: reading {scheme}:// photos needs fsspec: pip install fsspec {package}") from None
     try:
         fsspec.get_filesystem_class(scheme)
-    except ImportError as err:
-        raise DownloadError(f"{url}: reading {scheme}:// photos needs {package or 'another package'}: "
-                            + (f"pip install {package}" if package else str(err))) from None
-    except ValueError:
-        raise DownloadError(f"{url}: {scheme}:// is not a URL scheme clipft can read "
-                            f"(use http(s)://, or a scheme fsspec knows)") from None
+    except ImportError:
+        raise DownloadError(f"{url}: reading {scheme}:// photos needs {package}: pip install {package}") from None
+    except ValueError:  # a scheme of the list that this fsspec version does not know
+        raise DownloadError(f"{url}: reading {scheme}:// photos needs a newer fsspec and {package}: "
+                            f"pip install -U fsspec {package}") from None

@@ -15,8 +15,10 @@ import contextlib
 import contextvars
 import copy
 import warnings
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI reads PRECISIONS without it
+    import torch
 
 PRECISIONS = ("fp32", "amp", "amp_bf16", "int8")
 _CURRENT = contextvars.ContextVar("clipft_precision", default="fp32")
@@ -66,6 +68,8 @@ def cache_tag() -> tuple[str, ...]:
 
 def int8_linear(module: torch.nn.Module) -> torch.nn.Module:
     """A copy of ``module`` whose ``nn.Linear`` layers compute in int8 (dynamic quantisation)."""
+    import torch
+
     with warnings.catch_warnings():
         # PyTorch 2.14 announces a future replacement of quantised tensors; dynamic
         # quantisation still works and is what makes the CPU path fast today.
@@ -82,6 +86,8 @@ def int8_linear(module: torch.nn.Module) -> torch.nn.Module:
 
 def prepared_encoder(module: torch.nn.Module, device) -> tuple[torch.nn.Module, contextlib.AbstractContextManager]:
     """The module to encode with, and the context to run it in, for the current precision."""
+    import torch
+
     precision = current_precision()
     device_type = torch.device(device).type
     if precision == "int8":

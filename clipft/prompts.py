@@ -170,8 +170,9 @@ def check_prompt_lengths(spec: PromptSpec, tokenizer) -> None:
 
 def token_lengths(tokenizer, texts: list[str]) -> list[int]:
     """How many tokens each text has before any cut (start and end tokens included)."""
-    # no text has more tokens than characters, plus the start and end tokens (and room to spare)
-    rows = tokenizer(texts, context_length=max(map(len, texts)) + 8).tolist()
+    # no text has more tokens than UTF-8 bytes (byte-level BPE: an emoji or a CJK character is
+    # several tokens), plus the start and end tokens (and room to spare)
+    rows = tokenizer(texts, context_length=max(len(t.encode("utf-8")) for t in texts) + 8).tolist()
     pad = getattr(getattr(tokenizer, "tokenizer", None), "pad_token_id", None) or 0
     return [max((i + 1 for i, token in enumerate(row) if token != pad), default=0) for row in rows]
 

@@ -109,3 +109,24 @@ def test_a_labelling_config_that_is_not_one_is_named(catalogue, tmp_path):
     (tmp_path / "config.xml").write_text("<View>")
     with pytest.raises(ExportError, match="config.xml: not a readable Label Studio labelling config"):
         apply_label_studio_export(tmp_path / "export.json", catalogue, tmp_path / "c.csv", config=tmp_path / "config.xml")
+
+
+@pytest.mark.parametrize("column, value", [("image", "/home/someone/.ssh/id_rsa"),
+                                           ("image", "https://example.invalid/x.jpg"), ("title", "Renamed")])
+def test_an_export_may_not_answer_the_photo_or_title_column(column, value, catalogue, tmp_path):
+    export, out = tmp_path / "export.json", tmp_path / "out" / "corrected.csv"
+    export.write_text(json.dumps([GOOD, task("00001", answer(column=column, choices=[value]))]))
+    result = run(["import-labels", "--labelstudio", str(export), "--data", str(catalogue), "--out", str(out)], expect=1)
+    assert f"task 2 (id 7), annotation 1, result 1: answers '{column}', the catalogue's photo or title column" \
+        in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_choice_without_a_value_is_refused_in_the_labelling_config(catalogue, tmp_path):
+    (tmp_path / "config.xml").write_text(CONFIG.replace('<Choice value="Olive"/>', "<Choice/>"))
+    (tmp_path / "export.json").write_text(json.dumps([GOOD, task("00001", answer(choices=["Pinkish"]))]))
+    with pytest.raises(ExportError, match="config.xml: question 'baseColour' has a <Choice> without a value"):
+        apply_label_studio_export(tmp_path / "export.json", catalogue, tmp_path / "out" / "c.csv",
+                                  config=tmp_path / "config.xml")
+    assert not (tmp_path / "out").exists()

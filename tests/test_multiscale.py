@@ -6,7 +6,8 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 from clipft.cache.encoding import image_store
 from clipft.cache.image_features import FrozenEncoder
-from clipft.models import ModelLoadError, image_stages, load_model, tower_fingerprint
+from clipft.model_registry import image_stages
+from clipft.models import ModelLoadError, load_model, tower_fingerprint
 from clipft.multiscale import ColourHistogram, add_stages, pool_stage
 from clipft.offline_model import create_lite0_minilm
 

@@ -1,6 +1,7 @@
 """Outputs are all or nothing: locked folders, files that appear together, leftovers of killed
 runs cleaned, full disks and unusable caches as one line, and what a run would otherwise do silently."""
 import errno
+import fcntl
 import json
 import os
 import socket
@@ -51,19 +52,23 @@ def one_error_line(result) -> str:
 
 
 def snapshot(folder):
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    """The folder's outputs (its lock file, rewritten by every run, aside)."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name != fileio.LOCK_FILE}
 
 
-def test_a_folder_in_use_is_refused_and_a_dead_runs_lock_is_taken_over(setup, tmp_path):
+def test_a_folder_in_use_is_refused_and_a_dead_runs_lock_is_free(setup, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    (out / fileio.LOCK_FILE).write_text(json.dumps({"pid": os.getpid(), "host": HOST, "since": "today"}))
-    result = predict(setup, out, expect=1)
-    assert f"in use by another clipft run (pid {os.getpid()} on {HOST}" in result.output
+    (out / fileio.LOCK_FILE).write_text(json.dumps({"pid": 4242, "host": "elsewhere", "since": "today"}))
+    with open(out / fileio.LOCK_FILE) as held:  # another run holds the lock
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = predict(setup, out, expect=1)
+    assert "in use by another clipft run (pid 4242 on elsewhere, since today)" in one_error_line(result)
     assert not (out / "predictions.csv").exists()
-    (out / fileio.LOCK_FILE).write_text(json.dumps({"pid": dead_pid(), "host": HOST, "since": "yesterday"}))
+    # the holder is gone (its lock released with it): the file left behind locks nothing
     predict(setup, out)
-    assert (out / "predictions.csv").is_file() and not (out / fileio.LOCK_FILE).exists()
+    assert (out / "predictions.csv").is_file()
+    assert json.loads((out / fileio.LOCK_FILE).read_text())["pid"] == os.getpid()
 
 
 def test_a_failed_run_leaves_the_previous_outputs_whole(setup, tmp_path, monkeypatch):
@@ -183,6 +188,11 @@ def test_audit_of_an_attribute_with_no_labelled_products(setup, tmp_path):
     assert summary["color"]["audited"] > 0
     assert set(pd.read_csv(out / "label_issues.csv")["attribute"].dropna()) <= {"color"}
     assert not (out / "suspects_lid.png").exists()
+    only_lid = tmp_path / "audit-lid"
+    run(["audit", "--run", str(probe), "--data", str(tshirts), "--out", str(only_lid), "--cache-dir",
+         str(root / "cache"), "--folds", "2", "--attributes", "lid"])
+    assert pd.read_csv(only_lid / "label_issues.csv").empty
+    assert json.loads((only_lid / "summary.json").read_text())["attributes"]["lid"]["audited"] == 0
 
 
 def test_a_folder_whose_run_died_while_publishing_is_not_reported_until_run_again(setup, tmp_path):
@@ -208,3 +218,10 @@ def test_label_studio_config_escapes_any_class_name():
     root = ElementTree.fromstring(label_studio_config({"fit": Head(spec)}))
     assert [c.get("value") for c in root.iter("Choice")] == ['Black & White', '<Tall> "slim"']
     assert root.find("Choices").get("name") == "a&b" and root.find("Header").get("value") == 'fit "cut"'
+
+
+def test_label_studio_tasks_keep_photo_urls_and_prefix_paths():
+    from clipft.reporting.review import task_image
+
+    assert task_image("https://cdn.example/p/1.jpg", "/data/local-files/?d=") == "https://cdn.example/p/1.jpg"
+    assert task_image("images/1.jpg", "/data/local-files/?d=") == "/data/local-files/?d=images/1.jpg"

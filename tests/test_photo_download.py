@@ -3,24 +3,34 @@ limits, the content-addressed cache, and catalogues and commands that name photo
 import hashlib
 import importlib.util
 import io
+import os
+import socket
 import threading
 import time
+import zipfile
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import fsspec
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run
+from fsspec.implementations.memory import MemoryFileSystem
 from PIL import Image
+from test_cli import zeroshot_args
 
+from clipft import photo_download
 from clipft.catalogue import CatalogueError, CatalogueSource, load_catalogue
 from clipft.commands.sample_data import make_catalogue
-from clipft.photo_download import DownloadError, DownloadSettings, PhotoDownloads, is_url
-from conftest import run
-from test_cli import zeroshot_args
+from clipft.photo_download import (
+    DownloadError,
+    DownloadSettings,
+    PhotoDownloads,
+    is_url,
+)
 
 FAST = DownloadSettings(timeout=0.3, tries=3, backoff=0.01, max_bytes=20 * 1024, max_redirects=5)
 
@@ -35,7 +45,8 @@ def jpeg(seed: int, size: int = 16) -> bytes:
 class PhotoServer(BaseHTTPRequestHandler):
     """Routes: /photo/<n>.jpg, /same/<n>.jpg (the same bytes as /photo/<n>.jpg), /slow, /flaky/<name>
     (500 twice, then the photo), /busy (429 once), /always500, /missing, /redirect/<hops>,
-    /big (with Content-Length), /big-unsized, /page (HTML), /files/<path> (from ``files``)."""
+    /goto/<quoted URL> (a redirect there), /trickle (a byte every 50 ms), /big (with
+    Content-Length), /big-unsized, /page (HTML), /files/<path> (from ``files``)."""
 
     requests: Counter
     files: Path | None = None
@@ -89,6 +100,21 @@ class PhotoServer(BaseHTTPRequestHandler):
         self.send_header("Location", f"/redirect/{int(hops) - 1}")
         self.send_header("Content-Length", "0")
         self.end_headers()
+
+    def _goto(self, target):
+        self.send_response(302)
+        self.send_header("Location", target)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _trickle(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "200")
+        self.end_headers()
+        for byte in jpeg(1)[:200]:  # each byte well within the timeout, the whole far past it
+            time.sleep(0.05)
+            self.wfile.write(bytes([byte]))
+            self.wfile.flush()
 
     def _big(self):
         self._photo("5", jpeg(5, size=256))
@@ -193,17 +219,84 @@ def test_a_failed_url_is_tried_once_per_run_and_again_by_the_next(tmp_path, serv
     assert server.requests["/missing"] == 2
 
 
-def test_other_schemes_are_read_through_fsspec(tmp_path):
-    fsspec.filesystem("memory").pipe("/clipft-test/7.jpg", jpeg(7))
+@pytest.fixture
+def memory_store(monkeypatch):
+    """memory:// allowed as if it were a cloud store, to test the fsspec path without a network."""
+    monkeypatch.setitem(photo_download._SCHEME_PACKAGES, "memory", "fsspec")
+    return fsspec.filesystem("memory")
+
+
+def test_cloud_schemes_are_read_through_fsspec(tmp_path, memory_store):
+    memory_store.pipe("/clipft-test/7.jpg", jpeg(7))
     downloads = PhotoDownloads(tmp_path, FAST, progress=False)
     assert fetch_one(downloads, "memory://clipft-test/7.jpg").path.read_bytes() == jpeg(7)
     assert fetch_one(downloads, "memory://clipft-test/none.jpg").reason == "download failed: not found"
-    with pytest.raises(DownloadError, match=r"^nosuch://x/1.jpg: nosuch:// is not a URL scheme clipft can read"):
-        downloads.fetch(["nosuch://x/1.jpg"])
     if importlib.util.find_spec("s3fs") is None:
         needs = r"^s3://bucket/1.jpg: reading s3:// photos needs s3fs: pip install s3fs$"
         with pytest.raises(DownloadError, match=needs):
             downloads.fetch(["s3://bucket/1.jpg"])
+
+
+def test_local_and_other_schemes_are_refused_before_any_download(tmp_path, server):
+    os.mkfifo(tmp_path / "fifo.jpg")  # reading it would block for ever
+    photo = f"{server.url}/photo/1.jpg"
+    downloads = PhotoDownloads(tmp_path / "cache", FAST, progress=False)
+    for url in [f"file://{tmp_path}/fifo.jpg", "file:///etc/shadow", "local:///etc/hostname", "memory://x/1.jpg",
+                "ftp://127.0.0.1/1.jpg", "tar://1.jpg", "nosuch://x/1.jpg"]:
+        scheme = url.split(":")[0]
+        with pytest.raises(DownloadError, match=rf"^{url}: unsupported URL scheme '{scheme}': name local photos by path"):
+            downloads.fetch([photo, url])
+    chained = f"zip://1.jpg::file://{tmp_path}/a.zip"
+    with pytest.raises(DownloadError, match=r"^zip://1\.jpg::file://.*: chained URLs \(with '::'\) are not supported"):
+        downloads.fetch([photo, chained])
+    with pytest.raises(DownloadError, match=r"^s3://b/1\.jpg::file:///etc/shadow: chained URLs"):
+        downloads.fetch(["s3://b/1.jpg::file:///etc/shadow"])
+    assert sum(server.requests.values()) == 0
+
+
+@pytest.mark.parametrize("error, reason, tries", [
+    (zipfile.BadZipFile("File is not a zip file"), "BadZipFile: File is not a zip file", 1),
+    (ValueError("bad bucket name"), "ValueError: bad bucket name", 1),
+    (IsADirectoryError("clipft-test"), "a folder, not a photo", 1),
+    (PermissionError("denied"), "permission denied", 1),
+    (ConnectionResetError("reset by peer"), "ConnectionResetError: reset by peer after 3 tries", 3),
+])
+def test_fsspec_errors_fail_the_photo_and_only_passing_ones_are_retried(tmp_path, memory_store, monkeypatch,
+                                                                       error, reason, tries):
+    calls = []
+
+    def failing_size(self, path):
+        calls.append(path)
+        raise error
+
+    monkeypatch.setattr(MemoryFileSystem, "size", failing_size)
+    fetched = fetch_one(PhotoDownloads(tmp_path, FAST, progress=False), "memory://clipft-test/1.jpg")
+    assert fetched.path is None and fetched.reason == f"download failed: {reason}" and len(calls) == tries
+
+
+def test_redirects_away_from_http_are_refused_without_following_them(tmp_path, server):
+    (tmp_path / "secret.jpg").write_bytes(jpeg(9))  # a photo it could read, were file:// followed
+    listener = socket.create_server(("127.0.0.1", 0))  # an ftp:// target that would see a connection
+    listener.settimeout(0)
+    ftp = f"ftp://127.0.0.1:{listener.getsockname()[1]}/x"
+    downloads = PhotoDownloads(tmp_path / "cache", FAST, progress=False)
+    try:
+        for target in ["file:///etc/hostname", f"file://{tmp_path}/secret.jpg", ftp, "ftp://127.0.0.1/x"]:
+            fetched = fetch_one(downloads, f"{server.url}/goto/{quote(target, safe='')}")
+            assert fetched.path is None
+            assert fetched.reason == f"download failed: redirect to a non-HTTP URL refused ({target})"
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody connected
+    finally:
+        listener.close()
+    assert not (tmp_path / "cache" / "downloads" / "blobs").exists()
+
+
+def test_a_server_trickling_bytes_is_abandoned_at_the_deadline(tmp_path, server):
+    started = time.perf_counter()
+    trickled = fetch_one(PhotoDownloads(tmp_path, FAST, progress=False), f"{server.url}/trickle")
+    assert trickled.path is None and trickled.reason == "download failed: too slow: not finished within 1.2 s"
+    assert server.requests["/trickle"] == 1 and time.perf_counter() - started < 2.5
 
 
 def test_urls_are_told_from_paths():

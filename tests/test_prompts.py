@@ -135,3 +135,12 @@ def test_prompts_that_fit_are_not_warned_about(tmp_path, tiny_model, caplog):
     with caplog.at_level("WARNING", logger="clipft.prompts"):
         check_prompt_lengths(load_prompt_spec(write(tmp_path, VALID)), tiny_model[2])
     assert not caplog.records
+
+
+def test_prompts_of_few_characters_but_many_tokens_are_counted_by_bytes(tiny_model):
+    from clipft.prompts import token_lengths
+
+    emoji = "👕" * 10  # 10 characters, 40 UTF-8 bytes, each byte its own token or more
+    [n] = token_lengths(tiny_model[2], [emoji])
+    full = tiny_model[2]([emoji], context_length=200)[0].tolist()
+    assert n == sum(1 for t in full if t != 0) and n > len(emoji) + 8

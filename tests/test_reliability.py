@@ -190,3 +190,17 @@ def test_importing_clipft_changes_nothing_in_matplotlib_or_openclip():
             "assert set(open_clip.list_models()) == models and 'lite0-minilm' not in models\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "MPLBACKEND": "svg"})
     assert done.returncode == 0, done.stderr
+
+
+def test_the_command_line_starts_without_torch_or_openclip():
+    """`clipft --help` must not load the heavy libraries (its start-up time is measured by
+    benchmarks/cli_startup.py); commands import them when they run."""
+    import subprocess
+    import sys
+
+    code = ("import sys, clipft, clipft.cli\n"
+            "heavy = sorted(m for m in ('torch', 'open_clip', 'transformers', 'pandas', 'sklearn') if m in sys.modules)\n"
+            "assert not heavy, heavy\n"
+            "assert clipft.OFFLINE_MODEL == 'lite0-minilm' and 'torch' in sys.modules\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

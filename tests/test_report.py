@@ -86,11 +86,12 @@ def test_probe_runs_report_each_classifier_and_input(tmp_path, sample_catalogue)
     assert table.loc["color", "logistic (image)"] == pytest.approx(expected["accuracy"].iloc[0])
 
 
-def scoring_run(folder, mistakes=None):
-    """A predict run folder as the report sees it: metrics.json and, when given, mistakes.csv rows."""
+def scoring_run(folder, mistakes=None, data=None):
+    """A predict run folder as the report sees it: metrics.json (naming the catalogue ``data`` when
+    given) and, when given, mistakes.csv rows."""
     folder.mkdir()
-    (folder / "metrics.json").write_text(json.dumps({"run": {"command": "predict"},
-                                                     "attributes": {"lid": {"n": 2, "accuracy": 0.0}}}))
+    info = {"command": "predict"} | ({"data": str(data)} if data else {})
+    (folder / "metrics.json").write_text(json.dumps({"run": info, "attributes": {"lid": {"n": 2, "accuracy": 0.0}}}))
     if mistakes is not None:
         columns = ["attribute", "id", "image", "label", "predicted", "probability"]
         pd.DataFrame(mistakes, columns=columns).to_csv(folder / "mistakes.csv", index=False)
@@ -128,9 +129,11 @@ def test_classes_named_na_or_none_and_photos_that_are_not_images_are_shown(tmp_p
     photos.mkdir()
     Image.new("RGB", (20, 20), "green").save(photos / "mug.png")
     (photos / "broken.jpg").write_text("not a photo")
+    (photos / "catalogue.csv").write_text("id,image\n")  # the photos are the scored catalogue's
     # one photo relative to the run folder, one absolute; the report runs from a third folder
     folder = scoring_run(tmp_path / "run", [["lid", "NA", "../photos/mug.png", "NA", "None", 0.9],
-                                            ["lid", "None", str(photos / "broken.jpg"), "None", "NA", 0.8]])
+                                            ["lid", "None", str(photos / "broken.jpg"), "None", "NA", 0.8]],
+                         data=photos / "catalogue.csv")
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")
     run(["report", str(folder), "--out", "r.html"])
@@ -158,3 +161,49 @@ def test_thumbnails_are_found_when_the_report_runs_from_another_folder(runs, tmp
     run(["report", str(runs / "relative" / "predict"), "--out", "r.html"])
     sources = gallery_sources((tmp_path / "r.html").read_text(encoding="utf-8"))
     assert sources and all(s.startswith("data:image/jpeg;base64,") for s in sources)
+
+
+def placeholder_text(source):
+    return base64.b64decode(source.split(",", 1)[1])
+
+
+def test_photos_outside_the_run_the_current_and_the_catalogue_folder_are_not_inlined(tmp_path, monkeypatch, caplog):
+    for name, colour in (("private", "red"), ("catalogue", "green")):
+        (tmp_path / name).mkdir()
+        Image.new("RGB", (20, 20), colour).save(tmp_path / name / "photo.png")
+    (tmp_path / "catalogue" / "catalogue.csv").write_text("id,image\n")
+    # an absolute path and a relative one reached through the run folder's parents, both private
+    folder = scoring_run(tmp_path / "run", [["lid", "1", str(tmp_path / "private" / "photo.png"), "a", "b", 0.9],
+                                            ["lid", "2", "private/photo.png", "a", "b", 0.8],
+                                            ["lid", "3", "catalogue/photo.png", "a", "b", 0.7]],
+                         data=tmp_path / "catalogue" / "catalogue.csv")
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    run(["report", str(folder), "--out", "r.html"])
+    absolute, relative, shown = gallery_sources((tmp_path / "cwd" / "r.html").read_text(encoding="utf-8"))
+    for refused in (absolute, relative):
+        assert b"photo outside the catalogue&#x27;s folder" in placeholder_text(refused)
+    assert shown.startswith("data:image/jpeg;base64,")
+    assert caplog.text.count("left out of the report: ") == 2 and "private/photo.png is outside" in caplog.text
+
+
+def test_photos_named_by_url_are_linked_not_fetched(tmp_path, caplog):
+    url = "https://127.0.0.1:9/mug.jpg?a=1&b=2"  # a closed port: fetching it would fail the report
+    folder = scoring_run(tmp_path / "run", [["lid", "1", url, "a", "b", 0.9]])
+    run(["report", str(folder), "--out", str(tmp_path / "r.html")])
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    (source,) = gallery_sources(page)
+    assert b"remote photo" in placeholder_text(source)
+    assert '<a href="https://127.0.0.1:9/mug.jpg?a=1&amp;b=2" rel="noreferrer">remote photo</a>' in page
+    assert 'title="https://127.0.0.1:9/mug.jpg?a=1&amp;b=2"' in page
+    assert "not found" not in caplog.text
+
+
+@pytest.mark.parametrize("attributes", [["lid"], {"lid": 0.5}, "lid"])
+def test_metrics_whose_attributes_are_not_metrics_per_attribute_are_named(attributes, tmp_path):
+    folder = scoring_run(tmp_path / "run")
+    (folder / "metrics.json").write_text(json.dumps({"run": {"command": "predict"}, "attributes": attributes}))
+    result = run(["report", str(folder), "--out", str(tmp_path / "r.html")], expect=1)
+    assert f"{folder / 'metrics.json'}: not a clipft metrics file ('attributes' must map" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "r.html").exists()

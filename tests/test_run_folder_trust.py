@@ -97,3 +97,35 @@ def test_damaged_run_files_are_one_line_errors_naming_the_file(run_copy, tmp_pat
     result = run(["predict", "--run", str(run_dir), "--data", str(data), "--out", str(tmp_path / "p")], expect=1)
     assert f"{path}: not a readable" in result.output and "damaged" in result.output
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+def test_the_malicious_file_really_runs_code_when_trusted(tmp_path):
+    """The positive control of the refusal test: the same file, loaded with its types trusted, runs."""
+    import subprocess
+    import sys
+
+    marker = tmp_path / "code-ran"
+    exec_skops(tmp_path / "evil.skops", marker)
+    code = f"import skops.io as sio; sio.load({str(tmp_path / 'evil.skops')!r}, trusted=['builtins.exec'])"
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    assert marker.read_text() == "ran"
+
+
+@pytest.mark.parametrize("manifest", ['["a list"]', '{"format": "clipft-labeller", "version": 1}',
+                                      '{"format": "clipft-labeller", "version": 1, "model": "clipft-tiny", '
+                                      '"inputs": "image", "attributes": []}'])
+def test_a_damaged_manifest_is_one_line(run_copy, manifest):
+    run_dir, _ = run_copy
+    (run_dir / "labeller.json").write_text(manifest)
+    with pytest.raises(LabellerError, match=r"labeller\.json: (not a clipft labeller|no model, inputs, attributes|no attributes object)"):
+        Labeller.load(run_dir)
+
+
+def test_a_run_file_that_is_a_fifo_is_refused_without_reading_it(run_copy):
+    import os
+
+    run_dir, _ = run_copy
+    (run_dir / "classifier-color.skops").unlink()
+    os.mkfifo(run_dir / "classifier-color.skops")
+    with pytest.raises(LabellerError, match="missing or not a regular file"):
+        Labeller.load(run_dir)

@@ -30,12 +30,13 @@ def audit_attribute(labeller, name: str, catalogue, features, rows: np.ndarray, 
     if not known.any():
         log.warning("%s: no product has a %s label among the classes of %s: nothing to audit",
                     catalogue.source, head.spec.column, name)
-        return pd.DataFrame(columns=["id", "given", "suggested", "confidence", "given_probability", "rank"]), \
-            {"audited": 0, "left_out_rare_classes": 0, "classes": 0, "issues": 0}
-    parts = batched_parts(features, rows[known], labeller.batch_size)
-    X = audit_features(head, parts, labeller.inputs)
-    issues, summary = label_issues(np.asarray(catalogue.ids, dtype=object)[rows[known]], labels[known].astype(str), X,
-                                   folds, seed)
+        issues = pd.DataFrame(columns=["id", "given", "suggested", "confidence", "given_probability", "rank"])
+        summary = {"audited": 0, "left_out_rare_classes": 0, "classes": 0, "issues": 0}
+    else:
+        parts = batched_parts(features, rows[known], labeller.batch_size)
+        X = audit_features(head, parts, labeller.inputs)
+        issues, summary = label_issues(np.asarray(catalogue.ids, dtype=object)[rows[known]], labels[known].astype(str),
+                                       X, folds, seed)
     return issues.assign(attribute=name, column=head.spec.column), summary
 
 

@@ -18,7 +18,7 @@ from xml.etree import ElementTree
 
 import pandas as pd
 
-from ..catalogue import CatalogueError, read_catalogue_frame
+from ..catalogue import IMAGE_COLUMNS, TITLE_COLUMNS, CatalogueError, read_catalogue_frame
 from ..fileio import atomic_write, prepare_output_dir
 
 
@@ -45,8 +45,12 @@ class Questions:
 
     classes: dict[str, frozenset[str] | None]
     source: str  # where the questions come from, for messages
+    protected: frozenset[str] = frozenset()  # the catalogue's photo and title columns: never answered
 
     def check(self, column: str, value: str) -> None:
+        if column in self.protected:
+            raise Invalid(f"answers '{column}', the catalogue's photo or title column; import-labels changes "
+                          f"only attributes (remove that result from the export)")
         if column not in self.classes:
             raise Invalid(f"answers '{column}', which is not {self.source}")
         allowed = self.classes[column]
@@ -61,19 +65,33 @@ def labelling_config(path: str | Path) -> dict[str, frozenset[str]]:
         root = ElementTree.parse(path).getroot()
     except (OSError, ElementTree.ParseError) as err:
         raise ExportError(f"{path}: not a readable Label Studio labelling config ({err})") from None
-    questions = {q.get("name"): frozenset(c.get("value") for c in q.iter("Choice")) for q in root.iter("Choices")}
+    questions = {q.get("name"): choice_values(path, q) for q in root.iter("Choices")}
     if not questions:
         raise ExportError(f"{path}: no <Choices> question; give the labelstudio_config.xml clipft predict wrote")
     return questions
 
 
+def choice_values(path, question) -> frozenset[str]:
+    """The classes of one <Choices> question; a <Choice> without a value offers no class a person
+    could pick, so the config is refused rather than read with a hole in it."""
+    values = [c.get("value") for c in question.iter("Choice")]
+    if any(not v for v in values):
+        raise ExportError(f"{path}: question '{question.get('name')}' has a <Choice> without a value; "
+                          f"give every <Choice> a value (its class)")
+    return frozenset(values)
+
+
 def catalogue_questions(frame: pd.DataFrame, data, id_column: str, config=None) -> Questions:
-    """Every column but the id may be answered; with ``config``, only its questions, with its classes."""
-    columns = [c for c in frame.columns if c != id_column]
+    """Every column but the id, photo and title columns may be answered; with ``config``, only its
+    questions, with its classes. An export from someone else must not re-point photos (to any path
+    or URL) or rewrite titles, so those columns are refused even when a config asks them."""
+    protected = frozenset(c for c in frame.columns if c in IMAGE_COLUMNS + TITLE_COLUMNS)
+    columns = [c for c in frame.columns if c != id_column and c not in protected]
     if config is None:
-        return Questions(dict.fromkeys(columns), f"a column of {data}")
+        return Questions(dict.fromkeys(columns), f"a column of {data}", protected)
     asked = labelling_config(config)
-    return Questions({c: asked[c] for c in columns if c in asked}, f"both a question of {config} and a column of {data}")
+    return Questions({c: asked[c] for c in columns if c in asked}, f"both a question of {config} and a column of {data}",
+                     protected)
 
 
 def read_export(export: str | Path) -> list:

@@ -4,8 +4,9 @@ then per run its metrics, confusion matrices, training and learning curves, the 
 risk-coverage curve and a gallery of the most confident mistakes (mistakes.csv).
 
 A run folder may come from someone else: only image files inside it are inlined (a link to a
-file elsewhere is left out, so the page never carries another file's bytes), and a photo that
-cannot be shown is a placeholder, not a stop."""
+file elsewhere is left out, so the page never carries another file's bytes), a mistake's photo is
+inlined only from the run folder, the current folder or the scored catalogue's folder, a photo
+named by URL is linked, never fetched, and a photo that cannot be shown is a placeholder, not a stop."""
 from __future__ import annotations
 
 import base64
@@ -77,6 +78,10 @@ def read_metrics(path: Path) -> dict:
         raise ReportError(f"{path}: not a readable metrics file ({err})") from None
     if not isinstance(info, dict) or not isinstance(info.get("run", {}), dict):
         raise ReportError(f"{path}: not a clipft metrics file (expected an object with a 'run' object)")
+    attributes = info.get("attributes", {})
+    if not isinstance(attributes, dict) or not all(isinstance(a, dict) for a in attributes.values()):
+        # headline() builds a table from it: anything else is a pandas error, not a named file
+        raise ReportError(f"{path}: not a clipft metrics file ('attributes' must map each attribute to its metrics)")
     return info
 
 
@@ -194,25 +199,57 @@ def gallery_html(run: RunFolder, per_attribute: int = 12) -> str:
     return "".join(parts) or "<p>(no mistakes on the labelled products)</p>"
 
 
-def photo_path(run: RunFolder, image: str) -> Path | None:
-    """Where a mistake's photo is. A relative path in mistakes.csv is relative to the folder
-    predict ran in, which the run does not record: it is looked for beside the run folder, in the
-    folders above it (predict usually runs above its --out) and in the current folder."""
-    path = Path(image)
+def is_remote(image: str) -> bool:
+    """A photo named by URL: the report never fetches it (the page stays offline and fetches nothing
+    a shared run folder names), it shows a placeholder linking to it."""
+    return image.lower().startswith(("http://", "https://"))
+
+
+def photo_roots(run: RunFolder) -> list[Path]:
+    """The folders a mistake's photo may be inlined from: the run folder, the current folder and
+    the folder of the catalogue the run scored (metrics.json's run.data), when that file exists.
+    mistakes.csv of a run folder from someone else must not put any photo of this disk in the page."""
+    root = run.path.resolve()
+    roots = [root, Path.cwd().resolve()]
+    data = run.info.get("run", {}).get("data")
+    if isinstance(data, str) and data:
+        catalogue = find_relative(root, Path(data))
+        if catalogue is not None:
+            roots.append(catalogue.resolve().parent)
+    return roots
+
+
+def find_relative(root: Path, path: Path) -> Path | None:
+    """An existing file ``path``; a relative one is relative to the folder the run's command ran in,
+    which the run does not record: it is looked for in the run folder, the folders above it
+    (predict usually runs above its --out) and the current folder."""
     if path.is_absolute():
         return path if path.is_file() else None
-    root = run.path.resolve()
     return next((base / path for base in (root, *root.parents, Path.cwd()) if (base / path).is_file()), None)
 
 
+def photo_path(run: RunFolder, image: str) -> Path | None:
+    """Where a mistake's photo is (see :func:`find_relative`), or None."""
+    return find_relative(run.path.resolve(), Path(image))
+
+
 def thumbnail_src(run: RunFolder, image: str) -> str:
-    """The thumbnail of a mistake's photo, or a placeholder (logged) when it is missing or not an image."""
+    """The thumbnail of a mistake's photo, or a placeholder (logged) when it is missing, outside
+    the folders of :func:`photo_roots` or not an image."""
+    source = run.path / "mistakes.csv"
+    if is_remote(image):
+        return placeholder("remote photo")
     path = photo_path(run, image) if image else None
     if path is None:
-        log.warning("%s: photo %s not found; the report shows a placeholder", run.path / "mistakes.csv", image)
+        log.warning("%s: photo %s not found; the report shows a placeholder", source, image)
         return placeholder("photo not found")
+    target = path.resolve()
+    if not any(target.is_relative_to(root) for root in photo_roots(run)):
+        log.warning("%s: photo %s left out of the report: %s is outside the run folder, the current folder "
+                    "and the catalogue's folder", source, image, target)
+        return placeholder("photo outside the catalogue's folder")
     try:
-        return thumbnail_data(path, THUMBNAIL)
+        return thumbnail_data(target, THUMBNAIL)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:  # PIL's ways of refusing a file
         log.warning("%s: not shown in the report (%s)", path, err)
         return placeholder("not an image")
@@ -221,7 +258,12 @@ def thumbnail_src(run: RunFolder, image: str) -> str:
 def _mistake_figure(run: RunFolder, row) -> str:
     probability = "?" if pd.isna(row.probability) else f"{row.probability:.2f}"
     caption = f"{html.escape(row.label)} &rarr; {html.escape(row.predicted)} ({probability})<br>id {html.escape(row.id)}"
-    return (f'<figure><img src="{thumbnail_src(run, row.image)}" alt="product {html.escape(row.id)}">'
+    title = ""
+    if is_remote(row.image):  # a link to the photo, never fetched by the report
+        url = html.escape(row.image)
+        title = f' title="{url}"'
+        caption += f'<br><a href="{url}" rel="noreferrer">remote photo</a>'
+    return (f'<figure><img src="{thumbnail_src(run, row.image)}" alt="product {html.escape(row.id)}"{title}>'
             f"<figcaption>{caption}</figcaption></figure>")
 
 

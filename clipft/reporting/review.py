@@ -13,6 +13,7 @@ import pandas as pd
 
 from ..calibration import risk_coverage
 from ..catalogue import Catalogue
+from ..photo_download import is_url
 from ..fileio import atomic_write, write_json
 from ..metrics import check_labels
 from .plots import save_figure, subplots
@@ -116,6 +117,11 @@ class ReviewResults:
         save_figure(fig, path)
 
 
+def task_image(image: str, image_url_prefix: str) -> str:
+    """A photo as a Label Studio task names it: a URL as it is, a path behind the prefix."""
+    return image if is_url(image) else image_url_prefix + image
+
+
 def label_studio_tasks(review: pd.DataFrame, model_version: str, image_url_prefix: str = "") -> list[dict]:
     """The review queue as Label Studio tasks, one per product: the photo, the title, and the
     model's pre-annotation of each attribute sent to review (a ``choices`` result per column)."""
@@ -124,7 +130,7 @@ def label_studio_tasks(review: pd.DataFrame, model_version: str, image_url_prefi
         first = group.iloc[0]
         results = [{"from_name": row.column, "to_name": "image", "type": "choices",
                     "value": {"choices": [row.predicted]}} for row in group.itertuples()]
-        tasks.append({"data": {"id": str(product), "image": image_url_prefix + str(first["image"]),
+        tasks.append({"data": {"id": str(product), "image": task_image(str(first["image"]), image_url_prefix),
                                "title": "" if first["title"] is None or pd.isna(first["title"]) else str(first["title"])},
                       "predictions": [{"model_version": model_version, "score": float(group["probability"].min()),
                                        "result": results}]})

@@ -1,0 +1,32 @@
+"""clipft's architectures in OpenCLIP's model registry: the JSON configs of ``model_configs/``,
+added when a model is first asked for, and kept apart from the keys only clipft reads. Both the
+model factory (:mod:`clipft.models`) and the offline model (:mod:`clipft.offline_model`) use it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import open_clip
+
+CONFIG_DIR = Path(__file__).parent / "model_configs"
+
+
+def register_model_configs() -> None:
+    """Add clipft's architectures to OpenCLIP's registry, once, when a model is first asked for
+    (not on import: importing clipft changes nothing in OpenCLIP)."""
+    open_clip.add_model_config(CONFIG_DIR)
+
+
+def without_clipft_section(name: str) -> None:
+    # OpenCLIP passes every key of a config to the model's constructor; clipft's own section
+    # is read by image_stages() and must not reach it (a rescan of the folder brings it back).
+    open_clip.factory._MODEL_CONFIGS.get(name, {}).pop("clipft", None)
+
+
+def image_stages(name: str) -> tuple[int, int]:
+    """(how many image-tower stages an architecture of clipft's projects beside its last, the
+    bins per channel of its colour histogram): ``"clipft": {"image_stages": N, "colour_bins": B}``
+    in its JSON config; (0, 0) for OpenCLIP's own."""
+    path = CONFIG_DIR / f"{name}.json"
+    section = json.loads(path.read_text(encoding="utf-8")).get("clipft", {}) if path.is_file() else {}
+    return int(section.get("image_stages", 0)), int(section.get("colour_bins", 0))
