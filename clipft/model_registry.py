@@ -3,6 +3,7 @@ added when a model is first asked for, and kept apart from the keys only clipft 
 model factory (:mod:`clipft.models`) and the offline model (:mod:`clipft.offline_model`) use it."""
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import open_clip
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 
 
+@functools.cache
 def register_model_configs() -> None:
     """Add clipft's architectures to OpenCLIP's registry, once, when a model is first asked for
     (not on import: importing clipft changes nothing in OpenCLIP)."""

@@ -2,7 +2,6 @@
 image preprocessing and its tokenizer. Every command goes through :func:`load_model`."""
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import pickle
@@ -29,7 +28,6 @@ class ModelLoadError(RuntimeError):
     """The model or its weights cannot be loaded; the message says what to do instead."""
 
 
-@functools.cache
 def list_models() -> list[str]:
     """Every architecture ``--model`` accepts: OpenCLIP's, plus clipft's own."""
     register_model_configs()

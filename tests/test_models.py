@@ -65,3 +65,19 @@ def test_failed_download_suggests_the_offline_model(monkeypatch):
         load_model("RN50", "openai")
     assert "Could not download the OpenCLIP weights RN50/openai" in str(err.value)
     assert "--model lite0-minilm" in str(err.value)
+
+
+def test_clipft_configs_are_added_to_openclip_once(monkeypatch):
+    """Every model load asks for the registry; OpenCLIP rescans the folder only the first time
+    (a rescan would also bring back the 'clipft' sections popped before building a model)."""
+    import open_clip
+
+    from clipft.model_registry import register_model_configs
+    from clipft.models import list_models
+
+    register_model_configs()
+    calls = []
+    monkeypatch.setattr(open_clip, "add_model_config", lambda path: calls.append(path))
+    register_model_configs()
+    list_models()
+    assert calls == []
