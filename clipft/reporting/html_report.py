@@ -22,6 +22,7 @@ from PIL import Image
 
 from ..catalogue import to_rgb
 from ..fileio import INCOMPLETE_FILE, atomic_write
+from ..photo_download import is_url
 from .tables import labels_needed, model_label
 
 log = logging.getLogger(__name__)
@@ -191,18 +192,12 @@ def gallery_html(run: RunFolder, per_attribute: int = 12) -> str:
     # every column as text, none missing: a class or id named NA or None is a name
     mistakes = read_table(path, MISTAKE_COLUMNS, na_values=(), dtype=str)
     mistakes["probability"] = pd.to_numeric(mistakes["probability"], errors="coerce")
-    parts = []
+    parts, roots = [], photo_roots(run)
     for attribute, group in mistakes.groupby("attribute", sort=False):
-        figures = [_mistake_figure(run, row) for row in group.head(per_attribute).itertuples()]
+        figures = [_mistake_figure(run, roots, row) for row in group.head(per_attribute).itertuples()]
         parts.append(f"<h4>{html.escape(attribute)}: most confident mistakes</h4>"
                      f"<div class=\"gallery\">{''.join(figures)}</div>")
     return "".join(parts) or "<p>(no mistakes on the labelled products)</p>"
-
-
-def is_remote(image: str) -> bool:
-    """A photo named by URL: the report never fetches it (the page stays offline and fetches nothing
-    a shared run folder names), it shows a placeholder linking to it."""
-    return image.lower().startswith(("http://", "https://"))
 
 
 def photo_roots(run: RunFolder) -> list[Path]:
@@ -233,18 +228,19 @@ def photo_path(run: RunFolder, image: str) -> Path | None:
     return find_relative(run.path.resolve(), Path(image))
 
 
-def thumbnail_src(run: RunFolder, image: str) -> str:
+def thumbnail_src(run: RunFolder, roots: list[Path], image: str) -> str:
     """The thumbnail of a mistake's photo, or a placeholder (logged) when it is missing, outside
-    the folders of :func:`photo_roots` or not an image."""
+    the folders ``roots`` (:func:`photo_roots`) or not an image. A photo named by URL is never
+    fetched (the page stays offline and fetches nothing a shared run folder names)."""
     source = run.path / "mistakes.csv"
-    if is_remote(image):
+    if is_url(image):
         return placeholder("remote photo")
     path = photo_path(run, image) if image else None
     if path is None:
         log.warning("%s: photo %s not found; the report shows a placeholder", source, image)
         return placeholder("photo not found")
     target = path.resolve()
-    if not any(target.is_relative_to(root) for root in photo_roots(run)):
+    if not any(target.is_relative_to(root) for root in roots):
         log.warning("%s: photo %s left out of the report: %s is outside the run folder, the current folder "
                     "and the catalogue's folder", source, image, target)
         return placeholder("photo outside the catalogue's folder")
@@ -255,15 +251,15 @@ def thumbnail_src(run: RunFolder, image: str) -> str:
         return placeholder("not an image")
 
 
-def _mistake_figure(run: RunFolder, row) -> str:
+def _mistake_figure(run: RunFolder, roots: list[Path], row) -> str:
     probability = "?" if pd.isna(row.probability) else f"{row.probability:.2f}"
     caption = f"{html.escape(row.label)} &rarr; {html.escape(row.predicted)} ({probability})<br>id {html.escape(row.id)}"
     title = ""
-    if is_remote(row.image):  # a link to the photo, never fetched by the report
+    if is_url(row.image):  # a link to the photo, never fetched by the report
         url = html.escape(row.image)
         title = f' title="{url}"'
         caption += f'<br><a href="{url}" rel="noreferrer">remote photo</a>'
-    return (f'<figure><img src="{thumbnail_src(run, row.image)}" alt="product {html.escape(row.id)}"{title}>'
+    return (f'<figure><img src="{thumbnail_src(run, roots, row.image)}" alt="product {html.escape(row.id)}"{title}>'
             f"<figcaption>{caption}</figcaption></figure>")
 
 
