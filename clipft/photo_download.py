@@ -5,10 +5,10 @@ second run downloads nothing.
 ``http(s)://`` is read with the standard library (redirects only to http(s)); the cloud stores
 in ``_SCHEME_PACKAGES`` through fsspec and the package for that scheme, when installed. Any other
 scheme (``file://``, ``ftp://``, ``zip://``, ``memory://``, chained ``a::b`` URLs) is refused
-before any download: local photos are named by path, and a URL must not reach local files. Under ``<cache root>/downloads``,
-``blobs/ab/<sha256 of the bytes>`` holds each photo once (URLs of the same photo share it) and
-``urls/cd/<sha256 of the URL>`` names the blob of a URL; both are written atomically, the URL's
-file after its blob, so a URL file always names a finished blob.
+before any download: local photos are named by path, and a URL must not reach local files.
+Under ``<cache root>/downloads``, ``blobs/ab/<sha256 of the bytes>`` holds each photo once (URLs
+of the same photo share it) and ``urls/cd/<sha256 of the URL>`` names the blob of a URL; both are
+written atomically, the URL's file after its blob, so a URL file always names a finished blob.
 """
 from __future__ import annotations
 
@@ -111,13 +111,13 @@ def _size(size: int) -> str:
 
 class PhotoDownloads:
     """Downloads photos named by URL into ``<cache_dir>/downloads`` (default: the embedding
-    cache's folder). A URL that failed is not tried again by the same object, so the pass that
-    validates a catalogue and the pass that scores it make one set of tries between them."""
+    cache's folder). The same object remembers every URL's answer, so the pass that validates a
+    catalogue and the pass that scores it make one set of tries (and cache reads) between them."""
 
     def __init__(self, cache_dir=None, settings: DownloadSettings = DownloadSettings(), progress: bool = True):
         self.root = Path(cache_dir if cache_dir is not None else default_cache_dir()) / "downloads"
         self.settings, self.progress = settings, progress
-        self._failed: dict[str, Fetched] = {}
+        self._seen: dict[str, Fetched] = {}  # every URL's answer in this run, failures included
         redirects = _HttpOnlyRedirects()
         redirects.max_redirections = settings.max_redirects
         self._opener = build_opener(redirects)
@@ -125,12 +125,13 @@ class PhotoDownloads:
     def fetch(self, urls) -> dict[str, Fetched]:
         """Each distinct URL's photo: from the cache, else downloaded (in parallel)."""
         urls = list(dict.fromkeys(urls))
-        found = {url: self._failed.get(url) or self._cached(url) for url in urls}
+        found = {url: self._seen.get(url) or self._cached(url) for url in urls}
         todo = [url for url, fetched in found.items() if fetched is None]
         if todo:
             self._check_schemes(todo)
             found.update(self._download_all(todo))
             log.info("downloaded %d of %d photo URLs (the rest from %s)", len(todo), len(urls), self.root)
+        self._seen.update(found)
         return found
 
     def _download_all(self, urls: list[str]) -> dict[str, Fetched]:
@@ -140,9 +141,7 @@ class PhotoDownloads:
             futures = {pool.submit(self._download, url): url for url in urls}
             with tqdm(total=len(urls), unit="photo", desc="Downloading photos", disable=not self.progress) as bar:
                 for future in as_completed(futures):
-                    done[futures[future]] = fetched = future.result()
-                    if fetched.path is None:
-                        self._failed[futures[future]] = fetched
+                    done[futures[future]] = future.result()
                     bar.update()
         finally:
             # an error (an unwritable cache) or Ctrl-C must not wait for the downloads still queued

@@ -219,6 +219,14 @@ def test_a_failed_url_is_tried_once_per_run_and_again_by_the_next(tmp_path, serv
     assert server.requests["/missing"] == 2
 
 
+def test_a_photo_found_once_is_not_looked_up_again_in_the_same_run(tmp_path, server, monkeypatch):
+    url = f"{server.url}/photo/1.jpg"
+    downloads = PhotoDownloads(tmp_path, FAST, progress=False)
+    first = fetch_one(downloads, url)  # downloaded (the validation pass)
+    monkeypatch.setattr(downloads, "_url_file", lambda url: pytest.fail("the cache was read again"))
+    assert fetch_one(downloads, url) == first and server.requests["/photo/1.jpg"] == 1  # the scoring pass
+
+
 @pytest.fixture
 def memory_store(monkeypatch):
     """memory:// allowed as if it were a cloud store, to test the fsspec path without a network."""
