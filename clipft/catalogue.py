@@ -69,7 +69,7 @@ class Catalogue:
         """The row's photo as a file written for later reads names it: its URL, or its absolute
         path (a relative one would depend on the folder the command ran in)."""
         name = self.image_name(row)
-        return name if self.image_names is not None and is_url(name) else os.path.abspath(name)
+        return name if is_url(name) else os.path.abspath(name)
 
     def titles(self) -> list[str | None]:
         if self.title_column is None:

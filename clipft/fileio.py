@@ -132,19 +132,15 @@ def _dead_owner(name: str) -> bool:
     return host == _HOST and pid.isdigit() and not _alive(int(pid))
 
 
-def remove_stale_temporaries(folder: Path) -> int:
+def remove_stale_temporaries(folder: Path) -> None:
     """Delete what killed writers left in ``folder`` (``.<name>.<host>-<pid>.<random>.tmp`` files,
     ``.staging-<host>-<pid>`` folders); another live process's files are left alone."""
-    removed = 0
     for path in folder.glob(".*"):
         parts = path.name.split(".")
-        if path.name.startswith(".staging-") and _dead_owner(path.name[len(".staging-"):].split(".")[0]):
+        if path.name.startswith(".staging-") and _dead_owner(path.name[len(".staging-"):]):
             shutil.rmtree(path, ignore_errors=True)
-            removed += 1
         elif path.suffix == ".tmp" and len(parts) >= 4 and _dead_owner(parts[-3]):
             path.unlink(missing_ok=True)
-            removed += 1
-    return removed
 
 
 LOCK_FILE = ".clipft.lock"

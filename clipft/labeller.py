@@ -156,9 +156,8 @@ def read_manifest(run_dir: Path) -> dict:
     if data.get("format") != FORMAT or data.get("version") != 1:
         raise LabellerError(f"{manifest}: not a clipft labeller (format {data.get('format')!r}, version "
                             f"{data.get('version')!r})")
-    for name in (WEIGHTS_FILE, CALIBRATION_FILE):
-        if not (run_dir / name).is_file():
-            raise LabellerError(f"{run_dir}: {name} is missing; the run did not finish")
+    for name in (WEIGHTS_FILE, CALIBRATION_FILE):  # before the model is built: a missing file fails fast
+        run_file(run_dir, name)
     missing = [key for key in ("model", "inputs", "attributes") if key not in data]
     if missing or not isinstance(data["attributes"], dict):
         raise LabellerError(f"{manifest}: no {', '.join(missing) or 'attributes object'}; the file is damaged: "

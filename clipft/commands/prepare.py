@@ -15,11 +15,11 @@ from ..cache.encoding import encode_catalogue
 from ..cache.image_features import CachedImageFeatures, FrozenEncoder, LiveImageFeatures, Mirrored, frozen_split
 from ..cache.text_features import text_features
 from ..catalogue import Catalogue, CatalogueError, load_catalogue
-from ..photo_download import PhotoDownloads
 from ..distributed import init_distributed
 from ..fileio import atomic_write, prepare_output_dir
 from ..fusion import ProductFeatures, resolve_inputs
 from ..models import load_model, resolve_device, train_preprocess
+from ..photo_download import PhotoDownloads
 from ..precision import encoding_precision, resolve_precision
 from ..prompts import PromptSpec, check_prompt_lengths, load_prompt_specs, warn_missing_columns
 from ..reporting.results import write_skipped

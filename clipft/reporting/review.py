@@ -13,9 +13,9 @@ import pandas as pd
 
 from ..calibration import risk_coverage
 from ..catalogue import Catalogue
-from ..photo_download import is_url
 from ..fileio import atomic_write, write_json
 from ..metrics import check_labels
+from ..photo_download import is_url
 from .plots import save_figure, subplots
 from .results import ConfidentMistakes, left_out_labels, top_k, unknown_labels_message
 
