@@ -2,50 +2,17 @@
 the report; library errors become one-line messages that say what to fix."""
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import sys
 import time
 from pathlib import Path
 
 import click
 
-from .fileio import os_error_message
+from .commands.errors import quiet_transformers, user_errors
 from .commands.options import (PRECISION_OPTION, catalogue_options, labeller_options, model_options,
                               run_options)
 
 INPUT_NAMES = {"image": "their photos", "text": "their titles", "fusion": "photo + title"}
-
-
-def user_error_types() -> tuple[type[Exception], ...]:
-    """The library's errors that are the user's to fix. Imported when a command fails, not with
-    the CLI: by then the command has loaded these modules, and ``clipft --help`` stays fast."""
-    from .cache.store import CacheError
-    from .catalogue import CatalogueError
-    from .fileio import OutputError
-    from .labeller import LabellerError
-    from .models import ModelLoadError
-    from .precision import PrecisionError
-    from .prompts import PromptFileError
-    from .reporting.html_report import ReportError
-    from .training.config import ConfigError
-    from .training.tasks import UntrainableError
-
-    return (PromptFileError, CatalogueError, ModelLoadError, ConfigError, LabellerError, CacheError, OutputError,
-            UntrainableError, ReportError, PrecisionError, FileNotFoundError)
-
-
-@contextlib.contextmanager
-def user_errors():
-    try:
-        yield
-    except Exception as err:
-        if isinstance(err, user_error_types()):
-            raise click.ClickException(str(err)) from err
-        if isinstance(err, OSError):  # a full disk, a read-only or forbidden folder: the file and what to do
-            raise click.ClickException(os_error_message(err)) from err
-        raise
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -59,17 +26,6 @@ def cli(verbose: bool) -> None:
     logging.getLogger("clipft").setLevel(logging.INFO if verbose else logging.WARNING)
     if not verbose:
         quiet_transformers()
-
-
-def quiet_transformers() -> None:
-    """transformers' warnings and progress bars off. Set through the environment it reads on
-    import when it is not loaded yet: importing it here would slow every command's --help."""
-    if "transformers" in sys.modules:
-        sys.modules["transformers"].logging.set_verbosity_error()
-        sys.modules["transformers"].logging.disable_progress_bar()
-    else:
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 @cli.command()
