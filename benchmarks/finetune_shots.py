@@ -27,7 +27,9 @@ ATTRIBUTES = {"gender": "prompts/gender.yaml", "category": "prompts/category.yam
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--aligned", required=True, help="run folder of the aligned lite0-minilm (clipft align)")
+    parser.add_argument("--aligned", required=True, 
+                        help="run folder of the aligned lite0-minilm (clipft align --config "
+                             "benchmarks/configs/align-fashion.yaml)")
     parser.add_argument("--shots", type=int, nargs="+", default=[16, 64, 256])
     parser.add_argument("--attributes", nargs="+", default=list(ATTRIBUTES), choices=list(ATTRIBUTES))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -39,7 +41,7 @@ def main() -> None:
     rows = []
     for attribute in args.attributes:
         for shots in args.shots:
-            cfg = load_config(REPO / "configs" / "finetune-fashion.yaml", [
+            cfg = load_config(HERE / "configs" / "finetune-fashion.yaml", [
                 f"prompts=[{REPO / ATTRIBUTES[attribute]}]", f"shots={shots}", f"pretrained={Path(args.aligned) / 'best.pt'}",
                 f"splits_from={Path(args.aligned) / 'splits.csv'}",
                 *args.overrides,

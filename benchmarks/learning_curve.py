@@ -2,7 +2,7 @@
 
     python benchmarks/learning_curve.py --set cache_dir=/tmp/cache
 
-`clipft curve --config configs/curve-fashion.yaml` (the aligned offline model, its split,
+`clipft curve --config benchmarks/configs/curve-fashion.yaml` (the aligned offline model, its split,
 locked towers) for gender, articleType (top 20), baseColour (top 15) and season, with 1, 2, 4,
 ... 64 labels per class and the whole train split, 3 seeds, and three trained methods
 (fine-tuning with bare-label captions, with templated captions, logistic-regression probe)
@@ -28,7 +28,7 @@ REPO = HERE.parent
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(REPO / "configs" / "curve-fashion.yaml"))
+    parser.add_argument("--config", default=str(HERE / "configs" / "curve-fashion.yaml"))
     parser.add_argument("--sizes", default=",".join("all" if s is None else str(s) for s in DEFAULT_SIZES))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -3,9 +3,10 @@ fashion test split, per attribute (gender, articleType top 20, baseColour top 15
 
     python benchmarks/photos_only.py --set cache_dir=/tmp/cache [--name NAME --set key=value ...]
 
-Both start from the aligned offline model (`clipft align --out runs/align-lite0-minilm`) and its
-split. Fine-tuning is `clipft finetune --config configs/photos-fashion.yaml` (one model for the
-four attributes); the probe is `clipft probe` (logistic regression, `C` chosen on validation) on
+Both start from the aligned offline model (`clipft align --config
+benchmarks/configs/align-fashion.yaml --out runs/align-lite0-minilm`) and its split.
+Fine-tuning is `clipft finetune --config benchmarks/configs/photos-fashion.yaml` (one model for
+the four attributes); the probe is `clipft probe` (logistic regression, `C` chosen on validation) on
 the same config. Runs are kept under benchmarks/.work/photos_only/NAME and are not repeated;
 results are added to benchmarks/results/photos_only.{csv,md} under NAME.
 """
@@ -60,7 +61,7 @@ def summary(results: pd.DataFrame) -> pd.DataFrame:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(REPO / "configs" / "photos-fashion.yaml"))
+    parser.add_argument("--config", default=str(HERE / "configs" / "photos-fashion.yaml"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--name", default="multi-scale", help="the row label of this variant in the results")
     parser.add_argument("--work", default=str(HERE / ".work" / "photos_only"))

@@ -4,9 +4,9 @@ the same products (`clipft predict`), for fp32, amp_bf16 and int8.
 
     python benchmarks/precision_accuracy.py --cache-dir /tmp/cache
 
-Needs the alignment (`clipft align --out runs/align-lite0-minilm`) and the fused fine-tuning run
-of benchmarks/title_ablation.py (benchmarks/.work/title_ablation/fusion). Results:
-benchmarks/results/precision_accuracy.{csv,md}.
+Needs the alignment (`clipft align --config benchmarks/configs/align-fashion.yaml --out
+runs/align-lite0-minilm`) and the fused fine-tuning run of benchmarks/title_ablation.py
+(benchmarks/.work/title_ablation/fusion). Results: benchmarks/results/precision_accuracy.{csv,md}.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from clipft.commands.predict import run_predict
 from clipft.commands.zeroshot import run_zeroshot
 from clipft.fileio import atomic_write
 from clipft.reporting.tables import markdown_table
+from clipft.scoring import EncodeOptions
 from clipft.training.config import load_config
 from review_audit import test_split_csv  # benchmarks/ is the script's folder
 
@@ -33,8 +34,8 @@ PROMPTS = ["gender", "category", "color", "season"]
 def zeroshot_rows(data: Path, work: Path, precision: str, inputs: str | None, args) -> list[dict]:
     out = work / f"zeroshot-{precision}-{inputs or 'fusion'}"
     started = time.perf_counter()
-    totals, _ = run_zeroshot(CatalogueSource(str(data)), PROMPTS, out, "lite0-minilm", args.pretrained, "cpu",
-                             inputs, cache_dir=args.cache_dir, precision=precision)
+    options = EncodeOptions(cache_dir=args.cache_dir, device="cpu", precision=precision)
+    totals, _ = run_zeroshot(CatalogueSource(str(data)), PROMPTS, out, "lite0-minilm", args.pretrained, options, inputs)
     seconds = time.perf_counter() - started
     return [{"method": f"aligned zero-shot ({inputs or 'photo + title'})", "precision": precision, "attribute": a,
              "accuracy": m["accuracy"], "n": m["n"], "seconds": round(seconds, 1)} for a, m in totals.metrics.items()]
@@ -43,8 +44,8 @@ def zeroshot_rows(data: Path, work: Path, precision: str, inputs: str | None, ar
 def predict_rows(data: Path, work: Path, precision: str, args) -> list[dict]:
     out = work / f"predict-{precision}"
     started = time.perf_counter()
-    run_predict(args.run, CatalogueSource(str(data)), out, cache_dir=args.cache_dir, device="cpu", progress=False,
-                precision=precision)
+    run_predict(args.run, CatalogueSource(str(data)), out,
+                EncodeOptions(cache_dir=args.cache_dir, device="cpu", precision=precision), progress=False)
     seconds = time.perf_counter() - started
     metrics = json.loads((out / "metrics.json").read_text())["attributes"]
     return [{"method": "fine-tuned (photo + title)", "precision": precision, "attribute": a, "accuracy": m["accuracy"],
@@ -62,8 +63,8 @@ def main() -> None:
 
     work = HERE / ".work" / "precision_accuracy"
     work.mkdir(parents=True, exist_ok=True)
-    cfg = load_config(REPO / "configs" / "align-lite0-minilm.yaml")
-    data = test_split_csv(cfg, Path(args.pretrained).parent / "splits.csv", work / "test.csv")
+    cfg = load_config(HERE / "configs" / "align-fashion.yaml")
+    data = test_split_csv(cfg.catalogue.data, Path(args.pretrained).parent / "splits.csv", work / "test.csv")
     rows = []
     for precision in args.precisions.split(","):
         rows += zeroshot_rows(data, work, precision, None, args)

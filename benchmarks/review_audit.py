@@ -3,7 +3,7 @@ person at 95% precision, and how well `clipft audit` finds wrong catalogue label
 
     python benchmarks/review_audit.py --set cache_dir=/tmp/cache
 
-1. Review coverage: `clipft finetune --config configs/titles-fashion.yaml` (photo + title fused,
+1. Review coverage: `clipft finetune --config benchmarks/configs/titles-fashion.yaml` (photo + title fused,
    title dropout) and `clipft probe` (logistic regression, fused inputs) on the same split, then
    `clipft predict` on the test split of each: per attribute, the share auto-labelled at the
    threshold chosen on validation for 95% precision, the accuracy of that part, and overall.
@@ -12,7 +12,8 @@ person at 95% precision, and how well `clipft audit` finds wrong catalogue label
    it; precision and recall at finding the flips. Once with photo + title, once photos only.
 3. The same audit on the catalogue as it is: how many of its own labels it questions.
 
-Starts from the aligned offline model (`clipft align --out runs/align-lite0-minilm`) and its
+Starts from the aligned offline model
+(`clipft align --config benchmarks/configs/align-fashion.yaml --out runs/align-lite0-minilm`) and its
 split. Runs are kept under benchmarks/.work/review_audit/; results go to
 benchmarks/results/review_audit.{json,md} and review_coverage_*.png (no photos are written there).
 """
@@ -42,21 +43,21 @@ REPO = HERE.parent
 FLIPPED = {"category": "prompts/category.yaml", "color": "prompts/color.yaml"}
 
 
-def test_split_csv(cfg, splits: Path, path: Path) -> Path:
-    """The test rows of the catalogue, image paths made absolute so that the cache is shared."""
-    frame = pd.read_csv(cfg.data, dtype=str)
-    frame["image"] = [str((Path(cfg.data).parent / "images" / f"{i}.jpg").resolve()) for i in frame["id"]]
+def test_split_csv(data: str, splits: Path, path: Path) -> Path:
+    """The test rows of the catalogue ``data``, image paths made absolute so that the cache is shared."""
+    frame = pd.read_csv(data, dtype=str)
+    frame["image"] = [str((Path(data).parent / "images" / f"{i}.jpg").resolve()) for i in frame["id"]]
     test = pd.read_csv(splits, dtype=str).query("split == 'test'")["id"]
     frame[frame["id"].isin(test)].to_csv(path, index=False)
     return path
 
 
-def flip_labels(cfg, path: Path, share: float, seed: int) -> tuple[Path, dict[str, set]]:
-    """The catalogue with ``share`` of each flipped attribute's labels (within its prompt file's
-    classes) changed to another class at random; returns the file and the flipped ids."""
+def flip_labels(data: str, path: Path, share: float, seed: int) -> tuple[Path, dict[str, set]]:
+    """The catalogue ``data`` with ``share`` of each flipped attribute's labels (within its prompt
+    file's classes) changed to another class at random; returns the file and the flipped ids."""
     rng = np.random.default_rng(seed)
-    frame = pd.read_csv(cfg.data, dtype=str)
-    frame["image"] = [str((Path(cfg.data).parent / "images" / f"{i}.jpg").resolve()) for i in frame["id"]]
+    frame = pd.read_csv(data, dtype=str)
+    frame["image"] = [str((Path(data).parent / "images" / f"{i}.jpg").resolve()) for i in frame["id"]]
     flipped = {}
     for name, prompt in FLIPPED.items():
         spec = load_prompt_spec(REPO / prompt)
@@ -78,14 +79,14 @@ def review_coverage(args, work: Path, results: Path) -> pd.DataFrame:
     base = load_config(args.config, args.overrides)
     runs = {"fine-tuned (fusion)": lambda out: run_finetune(base, out, progress=False),
             "probe (fusion)": lambda out: run_probe(base, out, ("logistic",), ("fusion",), progress=False)}
-    test = test_split_csv(base, Path(base.splits_from), work / "test.csv")
+    test = test_split_csv(base.catalogue.data, Path(base.split.splits_from), work / "test.csv")
     rows = []
     for name, train in runs.items():
         run_dir = work / name.split()[0]
         if not (run_dir / "labeller.json").is_file():
             train(run_dir)
         totals = run_predict(run_dir, CatalogueSource(str(test)), work / f"predict-{run_dir.name}",
-                             cache_dir=base.cache_dir, progress=False)
+                             cache_dir=base.runtime.cache_dir, progress=False)
         shutil.copy(work / f"predict-{run_dir.name}" / "risk_coverage.png", results / f"review_coverage_{run_dir.name}.png")
         rows += coverage_rows(name, totals)
     return pd.DataFrame(rows)
@@ -93,7 +94,7 @@ def review_coverage(args, work: Path, results: Path) -> pd.DataFrame:
 
 def audit_flips(args, work: Path) -> tuple[pd.DataFrame, dict]:
     base = load_config(args.config, args.overrides + [f"prompts=[{', '.join(FLIPPED.values())}]"])
-    noisy, flipped = flip_labels(base, work / "styles_flipped.csv", args.share, args.seed)
+    noisy, flipped = flip_labels(base.catalogue.data, work / "styles_flipped.csv", args.share, args.seed)
     rows, real = [], {}
     for inputs in ("fusion", "image"):
         cfg = load_config(args.config, args.overrides + [f"prompts=[{', '.join(FLIPPED.values())}]", f"data={noisy}",
@@ -103,7 +104,7 @@ def audit_flips(args, work: Path) -> tuple[pd.DataFrame, dict]:
             run_probe(cfg, run_dir, ("logistic",), (inputs,), progress=False)
         started = time.perf_counter()
         issues, _ = run_audit(run_dir, CatalogueSource(str(noisy), seed=args.seed), work / f"audit-flipped-{inputs}",
-                              cache_dir=base.cache_dir, progress=False)
+                              cache_dir=base.runtime.cache_dir, progress=False)
         seconds = time.perf_counter() - started
         for name, truth in flipped.items():
             found = set(issues.loc[issues["attribute"] == name, "id"].astype(str))
@@ -111,9 +112,9 @@ def audit_flips(args, work: Path) -> tuple[pd.DataFrame, dict]:
             rows.append({"inputs": inputs, "attribute": name, "flipped": len(truth), "flagged": len(found),
                          "precision": hits / max(len(found), 1), "recall": hits / len(truth),
                          "audit_seconds": round(seconds, 1)})
-        clean = CatalogueSource(str(base.data), seed=args.seed)
+        clean = CatalogueSource(str(base.catalogue.data), seed=args.seed)
         issues, summary = run_audit(run_dir, clean, work / f"audit-clean-{inputs}",
-                                    cache_dir=base.cache_dir, progress=False)
+                                    cache_dir=base.runtime.cache_dir, progress=False)
         real[inputs] = {name: {"audited": s["audited"], "flagged": s.get("issues", 0),
                                "top": issues[issues["attribute"] == name].head(10)[["id", "given", "suggested", "confidence"]]
                                .to_dict("records")} for name, s in summary.items()}
@@ -122,7 +123,7 @@ def audit_flips(args, work: Path) -> tuple[pd.DataFrame, dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(REPO / "configs" / "titles-fashion.yaml"))
+    parser.add_argument("--config", default=str(HERE / "configs" / "titles-fashion.yaml"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--share", type=float, default=0.05, help="Share of labels flipped per attribute.")
     parser.add_argument("--seed", type=int, default=0)

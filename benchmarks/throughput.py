@@ -74,18 +74,17 @@ def plain_openclip(model, preprocess, paths, batch_size: int) -> float:
 
 
 def clipft_rates(model, preprocess, tokenizer, catalogue, specs, batch_size: int, workers: int) -> dict:
-    from clipft import zeroshot_catalogue
-
-    from clipft.zeroshot import ZeroShotClassifier
+    from clipft.labeller import Labeller
+    from clipft.scoring import EncodeOptions, score_chunk
 
     rates = {}
     with tempfile.TemporaryDirectory() as cache:
-        for spec in specs:  # prompts encoded first: "uncached" is about photos
-            ZeroShotClassifier(model, tokenizer, spec, cache).fit()
+        # the labeller encodes the prompts when it is built: "uncached" is about photos
+        labeller = Labeller.zero_shot(model, preprocess, tokenizer, specs, "image", device="cpu", cache_dir=cache)
+        options = EncodeOptions(batch_size=batch_size, workers=workers, cache_dir=cache, device="cpu")
         for phase in ("uncached", "cached"):
             start = time.perf_counter()
-            scored = zeroshot_catalogue(model, preprocess, tokenizer, catalogue, specs, cache_dir=cache,
-                                        batch_size=batch_size, workers=workers, progress=False)
+            scored = score_chunk(labeller, catalogue, options, progress=False)
             rates[phase] = len(catalogue) / (time.perf_counter() - start)
             assert len(scored.rows) == len(catalogue)
     return rates

@@ -4,10 +4,10 @@ scored on the test split with titles present and with titles removed.
 
     python benchmarks/title_ablation.py --set cache_dir=/tmp/cache
 
-Starts from the aligned offline model (`clipft align --out runs/align-lite0-minilm`) and reuses
-its split (group-aware; no test product was seen in alignment). Every fine-tuning run is
-`clipft finetune --config configs/titles-fashion.yaml` with `inputs` and `title_dropout` set;
-the probe is `clipft probe` (logistic regression) on the same config. Runs are kept under
+Starts from the aligned offline model (`clipft align --config
+benchmarks/configs/align-fashion.yaml --out runs/align-lite0-minilm`) and reuses its split
+(group-aware; no test product was seen in alignment). Every fine-tuning run is `clipft finetune
+--config benchmarks/configs/titles-fashion.yaml` with `inputs` and `title_dropout` set; the probe is `clipft probe` (logistic regression) on the same config. Runs are kept under
 benchmarks/.work/title_ablation/ and are not repeated; results go to
 benchmarks/results/title_ablation.{csv,md,png}.
 """
@@ -80,7 +80,7 @@ def plot(results: pd.DataFrame, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(REPO / "configs" / "titles-fashion.yaml"))
+    parser.add_argument("--config", default=str(HERE / "configs" / "titles-fashion.yaml"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config overrides for every run (e.g. cache_dir=...)")
     parser.add_argument("--work", default=str(HERE / ".work" / "title_ablation"))

@@ -18,7 +18,7 @@ _PUBLIC = {
     "ModelLoadError": "models", "list_models": "models", "load_model": "models", "tower_fingerprint": "models",
     "OFFLINE_MODEL": "offline_model", "PromptFileError": "prompts", "PromptSpec": "prompts",
     "load_prompt_spec": "prompts", "load_prompt_specs": "prompts", "ZeroShotClassifier": "zeroshot",
-    "zeroshot_catalogue": "zeroshot",
+    "Labeller": "labeller", "EncodeOptions": "scoring", "score_chunks": "scoring",
 }
 __all__ = list(_PUBLIC)
 

@@ -17,17 +17,6 @@ from cleanlab.filter import find_label_issues
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-from .fusion import ProductParts, combine
-from .labeller import Head
-from .probe import probe_matrix
-
-
-def audit_features(head: Head, parts: ProductParts, inputs: str) -> np.ndarray:
-    """What the head scores: its probe's input, or the (fused) product embedding of a prompt head."""
-    if head.classifier is not None:
-        return probe_matrix(parts, inputs)
-    return combine(parts, inputs, head.title_weight).float().numpy()
-
 
 def out_of_sample_proba(X: np.ndarray, y: np.ndarray, n_classes: int, folds: int = 5, seed: int = 0,
                         C: float = 10.0) -> np.ndarray:
@@ -65,3 +54,37 @@ def label_issues(ids, given: np.ndarray, X: np.ndarray, folds: int = 5, seed: in
                            "rank": np.arange(1, len(ranked) + 1)})
     summary["issues"] = int(len(issues))
     return issues, summary
+
+
+def multilabel_issues(ids, given: np.ndarray, X: np.ndarray, classes, separator: str, folds: int = 5,
+                      seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """Suspect labels of a multi-valued attribute (``given``: labels such as ``Black|White``):
+    one-vs-rest logistic regressions cross-validated over the catalogue give every product a
+    probability per class, and cleanlab's multi-label confident learning ranks the labels it
+    contradicts. ``suggested`` is every class above one half."""
+    from sklearn.model_selection import KFold
+    from sklearn.multiclass import OneVsRestClassifier
+
+    from .multilabel import indicator, split_values
+
+    classes = list(classes)
+    truth = indicator(given, classes, separator)
+    present = truth.sum(axis=0) >= folds  # a class needs examples in every fold
+    columns = ["id", "given", "suggested", "confidence", "given_probability", "rank"]
+    summary = {"audited": int(len(given)), "left_out_rare_classes": int((~present).sum()), "classes": int(present.sum())}
+    if present.sum() < 2:
+        return pd.DataFrame(columns=columns), summary | {"issues": 0}
+    kept = [c for c, keep in zip(classes, present) if keep]
+    splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning)
+        proba = cross_val_predict(OneVsRestClassifier(LogisticRegression(C=10.0, max_iter=2000)), X, truth[:, present],
+                                  cv=splitter, method="predict_proba")
+    labels = [[kept.index(v) for v in split_values(g, separator) if v in kept] for g in given]
+    ranked = find_label_issues(labels, proba, multi_label=True, return_indices_ranked_by="self_confidence")
+    suggested = [separator.join(c for c, p in zip(kept, row) if p >= 0.5) for row in proba[ranked]]
+    given_probability = [min((proba[i, j] for j in labels[i]), default=0.0) for i in ranked]
+    issues = pd.DataFrame({"id": np.asarray(ids, dtype=object)[ranked], "given": np.asarray(given, dtype=object)[ranked],
+                           "suggested": suggested, "confidence": np.round(proba[ranked].max(axis=1), 4),
+                           "given_probability": np.round(given_probability, 4), "rank": np.arange(1, len(ranked) + 1)})
+    return issues, summary | {"issues": int(len(issues))}

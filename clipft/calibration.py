@@ -67,6 +67,7 @@ class Calibration:
     val_coverage: float = 0.0  # share of validation auto-accepted at the threshold
     val_auto_accuracy: float = float("nan")
     n_val: int = 0
+    class_thresholds: list[float] | None = None  # multi-valued attributes: per class, the probability to choose it
 
     def to_dict(self) -> dict:
         return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in asdict(self).items()}

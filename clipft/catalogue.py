@@ -22,6 +22,7 @@ import torch
 from PIL import Image, ImageOps
 
 from .csvfile import CsvError, read_csv_frames, read_header
+from .defaults import CHUNK_SIZE
 from .photo_download import DownloadError, PhotoDownloads, is_url
 
 IMAGE_COLUMNS = ("image", "image_path", "path", "file", "filename")
@@ -43,6 +44,19 @@ class BadImage:
 
     def describe(self) -> str:
         return f"line {self.line}: {self.path}: {self.reason}"
+
+
+class BadImagesError(CatalogueError):
+    """Photos of a catalogue that are missing or cannot be decoded (``bad``, by row). A
+    CatalogueError: the fix is the catalogue's (or --skip-bad), whether the photos were found
+    missing when it was read or failed to decode while the cache layer encoded them."""
+
+    def __init__(self, source: Path, bad: list[BadImage], show: int = 10):
+        listed = "\n  ".join(b.describe() for b in bad[:show])
+        more = f"\n  ... and {len(bad) - show} more" if len(bad) > show else ""
+        super().__init__(f"{source}: {len(bad)} image(s) missing or unreadable:\n  {listed}{more}\n"
+                         f"Fix them, or pass --skip-bad to skip these rows (they are listed in skipped.csv).")
+        self.source, self.bad = source, list(bad)
 
 
 @dataclass
@@ -237,7 +251,7 @@ class CatalogueSource:
     image_dir: str | None = None
     limit: int | None = None
     seed: int = 0
-    chunk_size: int = 50_000
+    chunk_size: int = CHUNK_SIZE
     sep: str | None = None
     skip_bad: bool = False  # skip malformed lines (missing photos are skipped by the commands)
     cache_dir: str | None = None  # photos named by URL are downloaded under it (default: the embedding cache's)
@@ -329,16 +343,7 @@ def validate_catalogue(chunks, skip_bad: bool) -> CatalogueSummary:
 def check_images(catalogue: Catalogue | CatalogueSummary, skip_bad: bool, show: int = 10) -> None:
     """Stop before any work when images are missing, unless the user asked to skip them."""
     if catalogue.missing and not skip_bad:
-        raise CatalogueError(bad_images_message(catalogue.source, catalogue.missing, show))
-
-
-def bad_images_message(source: Path, bad: list[BadImage], show: int = 10) -> str:
-    listed = "\n  ".join(b.describe() for b in bad[:show])
-    more = f"\n  ... and {len(bad) - show} more" if len(bad) > show else ""
-    return (
-        f"{source}: {len(bad)} image(s) missing or unreadable:\n  {listed}{more}\n"
-        f"Fix them, or pass --skip-bad to skip these rows (they are listed in skipped.csv)."
-    )
+        raise BadImagesError(catalogue.source, catalogue.missing, show)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -9,8 +9,9 @@ from pathlib import Path
 import click
 
 from .commands.errors import quiet_transformers, user_errors
-from .commands.options import (PRECISION_OPTION, catalogue_options, labeller_options, model_options,
-                              run_options)
+from .commands.options import (CACHE_OPTION, DEVICE_OPTION, catalogue_options, labeller_options, model_options,
+                              run_options, task_photo_options)
+from .defaults import TITLE_WEIGHT
 
 INPUT_NAMES = {"image": "their photos", "text": "their titles", "fusion": "photo + title"}
 
@@ -53,70 +54,49 @@ def sample_data(out: str, n: int, size: int, seed: int) -> None:
 @cli.command()
 @click.option("--prompts", "prompt_files", multiple=True, required=True, type=click.Path(dir_okay=False),
               help="Prompt file, or the name of a shipped one (color, category, ...); repeat for several attributes.")
-@catalogue_options
-@click.option("--title-column", default=None,
-              help="Column with product titles (default: title, productDisplayName or name when present).")
+@catalogue_options("Column with product titles (default: title, productDisplayName or name when present).")
 @click.option("--image-only", "inputs", flag_value="image", help="Ignore titles: score the photos alone.")
 @click.option("--text-only", "inputs", flag_value="text", help="Score the titles alone (photos are not read).")
-@click.option("--title-weight", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+@click.option("--title-weight", default=TITLE_WEIGHT, show_default=True, type=click.FloatRange(0, 1),
               help="Weight of the title in image+title fusion (0: the photo alone, 1: the title alone).")
-@click.option("--chunk-size", default=50_000, show_default=True, type=click.IntRange(min=1),
-              help="Rows read, scored and written at a time: memory stays flat for catalogues of any length.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for predictions.csv, metrics.json and plots.")
 @model_options
-@PRECISION_OPTION
-def zeroshot(prompt_files, data, image_column, id_column, image_dir, sep, limit, skip_bad, batch_size, workers,
-             cache_dir, seed, title_column, inputs, title_weight, chunk_size, out, model, pretrained, device,
-             precision) -> None:
+def zeroshot(prompt_files, source, encode, inputs, title_weight, out, model, pretrained) -> None:
     """Score catalogue products against attribute prompts, zero-shot.
 
     When the catalogue has titles, each product is scored on its photo and its title fused
     (a weighted sum of the two unit embeddings; a product without a title falls back to its
     photo); --image-only and --text-only score one of them alone.
 
-    Writes predictions.csv (per attribute: value, probability, top 3); where the catalogue has
-    the attribute's column, also metrics.json and a confusion matrix per attribute.
+    Writes predictions.csv (per attribute: value, probability, top 3 and status: every label
+    is 'review', since nothing calibrates a zero-shot labeller); where the catalogue has the
+    attribute's column, also metrics.json, a confusion matrix per attribute, the most
+    confident mistakes and a risk-coverage curve.
     """
-    from .catalogue import CatalogueSource
     from .commands.zeroshot import run_zeroshot
-    from .reporting.results import unknown_labels_message
     from .reporting.tables import summary_table
 
-    source = CatalogueSource(data, image_column, id_column, title_column, image_dir, limit, seed, chunk_size, sep, skip_bad,
-                             cache_dir=cache_dir)
     with user_errors():
-        done = run_zeroshot(source, prompt_files, out, model, pretrained, device, inputs, title_weight, skip_bad,
-                            batch_size, workers, cache_dir, precision)
+        done = run_zeroshot(source, prompt_files, out, model, pretrained, encode, inputs, title_weight)
     if done is None:
         return  # a torchrun rank other than 0: rank 0 reports
-    totals, specs = done
-    metrics = totals.metrics
+    totals, _ = done
     click.echo(f"scored {totals.scored} of {totals.rows} products on {INPUT_NAMES[totals.inputs]} "
                f"({totals.encoded} images encoded, the rest from the cache); skipped {totals.skipped}")
-    for spec in specs:
-        unknown = metrics.get(spec.attribute, {}).get("unknown_values")
-        if unknown:
-            click.echo(unknown_labels_message(spec.attribute, unknown, spec.source), err=True)
-    if metrics:
-        click.echo(summary_table(metrics))
+    if totals.metrics:
+        click.echo(summary_table(totals.metrics))
     click.echo(f"results in {out}")
 
 
 @cli.command()
-@labeller_options
+@labeller_options()
 @click.option("--target-precision", default=None, type=click.FloatRange(0, 1, min_open=True),
               help="Auto-accept a label when its calibrated confidence reaches the threshold at which the run's "
               "validation split reached this precision (default: the run's, 0.95).")
-@click.option("--chunk-size", default=50_000, show_default=True, type=click.IntRange(min=1),
-              help="Rows read, labelled and written at a time.")
-@click.option("--image-url-prefix", default="", help="Prefix for image paths in the Label Studio tasks "
-              "(e.g. /data/local-files/?d= for Label Studio's local file serving).")
+@task_photo_options
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Folder for predictions.csv, review.csv, review_labelstudio.json and metrics.json.")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, ... ('auto': cuda if available).")
-@PRECISION_OPTION
-def predict(run_dir, data, image_column, id_column, image_dir, sep, limit, skip_bad, batch_size, workers, cache_dir, seed,
-            title_column, attributes, target_precision, chunk_size, image_url_prefix, out, device, precision) -> None:
+def predict(run_dir, source, encode, attributes, target_precision, photos, out) -> None:
     """Label a catalogue with a trained run, scored exactly as the run scored its test split.
 
     Each label gets a calibrated probability and a status: auto (its confidence reaches the
@@ -127,14 +107,10 @@ def predict(run_dir, data, image_column, id_column, image_dir, sep, limit, skip_
     accuracy of the auto-labelled part, and risk_coverage.png plots one against the other.
     """
     from .commands.predict import run_predict
-    from .catalogue import CatalogueSource
     from .reporting.tables import review_table
 
-    source = CatalogueSource(data, image_column, id_column, title_column, image_dir, limit, seed, chunk_size, sep, skip_bad,
-                             cache_dir=cache_dir)
     with user_errors():
-        totals = run_predict(run_dir, source, out, attributes, target_precision, skip_bad, batch_size, workers, cache_dir,
-                             device, image_url_prefix, precision=precision)
+        totals = run_predict(run_dir, source, out, encode, attributes, target_precision, photos)
     if totals is None:
         return
     click.echo(f"labelled {totals.scored} of {totals.rows} products ({totals.encoded} photos encoded, the rest from "
@@ -145,15 +121,13 @@ def predict(run_dir, data, image_column, id_column, image_dir, sep, limit, skip_
 
 
 @cli.command()
-@labeller_options
+@labeller_options(chunked=False)
 @click.option("--folds", default=5, show_default=True, type=click.IntRange(min=2),
               help="Cross-validation folds for the out-of-sample probabilities.")
 @click.option("--top", default=24, show_default=True, type=click.IntRange(min=1), help="Suspects shown per contact sheet.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Folder for label_issues.csv, suspects_<attribute>.png and summary.json.")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, ... ('auto': cuda if available).")
-def audit(run_dir, data, image_column, id_column, image_dir, sep, limit, skip_bad, batch_size, workers, cache_dir, seed,
-          title_column, attributes, folds, top, out, device) -> None:
+def audit(run_dir, source, encode, attributes, folds, top, out) -> None:
     """Find catalogue labels that a trained run confidently contradicts.
 
     Every labelled product gets out-of-sample class probabilities (a logistic regression on the
@@ -163,12 +137,9 @@ def audit(run_dir, data, image_column, id_column, image_dir, sep, limit, skip_ba
     suggested value; suspects_<attribute>.png shows the top ones.
     """
     from .commands.audit import run_audit
-    from .catalogue import CatalogueSource
 
-    source = CatalogueSource(data, image_column, id_column, title_column, image_dir, limit, seed, sep=sep, skip_bad=skip_bad,
-                             cache_dir=cache_dir)
     with user_errors():
-        table, summary = run_audit(run_dir, source, out, attributes, folds, skip_bad, batch_size, workers, cache_dir, device, top)
+        table, summary = run_audit(run_dir, source, out, encode, attributes, folds, top)
     for name, counts in summary.items():
         click.echo(f"{name}: {counts.get('issues', 0)} suspect label(s) among {counts['audited']} products")
     click.echo(f"results in {out}/label_issues.csv")
@@ -176,16 +147,17 @@ def audit(run_dir, data, image_column, id_column, image_dir, sep, limit, skip_ba
 
 @cli.command("import-labels")
 @click.option("--labelstudio", "export", required=True, type=click.Path(dir_okay=False),
-              help="Label Studio JSON export of the review tasks (from review_labelstudio.json).")
+              help="Label Studio export of the review tasks (from review_labelstudio.json): JSON, JSON_MIN or CSV.")
 @click.option("--data", required=True, type=click.Path(dir_okay=False), help="The catalogue CSV the tasks came from.")
 @click.option("--id-column", default="id", show_default=True, help="Column with product ids.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Corrected catalogue CSV (and <out>.changes.csv listing every change).")
 @click.option("--config", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="labelstudio_config.xml from predict's folder: answers must be its questions and classes.")
+              help="labelstudio_config.xml from predict's folder: answers must be its questions and classes, a "
+              "question the catalogue lacks adds its column; needed for JSON_MIN and CSV exports.")
 def import_labels(export, data, id_column, out, config) -> None:
-    """Apply the labels people gave in Label Studio to the catalogue: the corrected CSV can be
-    fine-tuned on again (clipft finetune --set data=...)."""
+    """Apply the labels people gave in Label Studio to the catalogue: the corrected CSV (its photo
+    paths valid from its own folder) can be fine-tuned on again (clipft finetune --set data=...)."""
     from .commands.import_labels import apply_label_studio_export
 
     with user_errors():
@@ -218,7 +190,9 @@ def _finetune(config, overrides, out, quiet) -> None:
 
 
 @cli.command()
-@click.option("--config", type=click.Path(dir_okay=False), default=None, help="Training recipe: a YAML file, or the name of a shipped one (configs/*.yaml).")
+@click.option("--config", type=click.Path(dir_okay=False), default=None,
+              help="Training recipe: a YAML file, or the name of a shipped one (photos, titles, curve, "
+              "align-lite0-minilm), which names no data: add --set data=CATALOGUE.csv.")
 @run_options
 def finetune(config, overrides, out, quiet) -> None:
     """Contrastively fine-tune on labelled photos (or align on titles) and compare with zero-shot.
@@ -226,14 +200,16 @@ def finetune(config, overrides, out, quiet) -> None:
     Captions are the bare class value by default (captions=label), the prompt file's templates
     (captions=template) or product titles (captions=title). Batches are balanced over classes;
     the epoch with the lowest validation loss is kept as best.pt, which loads anywhere
-    --pretrained is accepted. See configs/ and the FinetuneCfg fields in clipft/training/config.py.
+    --pretrained is accepted. See the shipped recipes (clipft/resources/configs/) and the config
+    sections in clipft/training/config.py (docs/finetuning.md).
     """
     _finetune(config, overrides, out, quiet)
 
 
 @cli.command()
 @click.option("--config", type=click.Path(dir_okay=False), default="align-lite0-minilm",
-              show_default=True, help="Alignment recipe: a YAML file, or the name of a shipped one.")
+              show_default=True,
+              help="Alignment recipe: a YAML file or a shipped name; add --set data=...")
 @run_options
 def align(config, overrides, out, quiet) -> None:
     """Align lite0-minilm on photo-title pairs: `finetune` with the alignment recipe."""
@@ -242,7 +218,7 @@ def align(config, overrides, out, quiet) -> None:
 
 @cli.command()
 @click.option("--config", type=click.Path(dir_okay=False), default=None,
-              help="Training recipe (configs/*.yaml): data, prompts, model, split, shots.")
+              help="Training recipe: a YAML file or a shipped name (photos, titles, ...): data, prompts, model, split, shots.")
 @click.option("--classifier", "classifiers", multiple=True, default=("logistic",), show_default=True,
               type=click.Choice(["logistic", "svm", "mlp", "forest"]),
               help="scikit-learn classifier (logistic regression, linear SVM, MLP, random forest); repeat for several.")
@@ -270,7 +246,8 @@ def probe(config, classifiers, inputs, overrides, out, quiet) -> None:
 
 @cli.command()
 @click.option("--config", type=click.Path(dir_okay=False), default=None,
-              help="Training recipe (configs/*.yaml): data, prompts (one curve per attribute), model, optimisation.")
+              help="Training recipe: a YAML file or a shipped name (curve, ...): data, prompts (one curve per attribute), "
+              "model, optimisation.")
 @click.option("--sizes", default="1,2,4,8,16,32,64,all", show_default=True,
               help="Labels per class to train on, comma-separated ('all': the whole train split).")
 @click.option("--seeds", default="0,1,2", show_default=True, help="Seeds (training sample and initial order), comma-separated.")
@@ -314,10 +291,10 @@ def curve(config, sizes, seeds, methods, overrides, out, quiet) -> None:
 @click.option("--prompts", "prompt_files", multiple=True, help="Prompt files for zero-shot (default: the shipped ones).")
 @click.option("--model", default=None, help="Also offer zero-shot with this model (default when no --run: lite0-minilm).")
 @click.option("--pretrained", default=None, help="Weights for --model (as in zeroshot).")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, ... ('auto': cuda if available).")
+@DEVICE_OPTION
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 shares it on the network).")
 @click.option("--port", default=7860, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Embedding cache.")
+@CACHE_OPTION
 def app(runs, prompt_files, model, pretrained, device, host, port, cache_dir) -> None:
     """A local web page to try labellers on one photo (and its title).
 
@@ -363,8 +340,8 @@ def report(run_dirs, out) -> None:
 @click.option("-n", "--n", "n", default=600, show_default=True, type=click.IntRange(min=60), help="Products to draw.")
 @click.option("--shots", default=8, show_default=True, type=click.IntRange(min=1), help="Labels per class for fine-tuning.")
 @click.option("--prompts-dir", default=None, type=click.Path(file_okay=False),
-              help="Folder with color.yaml, sleeve.yaml and lid.yaml (default: the shipped prompt files).")
-@click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Embedding cache.")
+              help="Folder with color.yaml, colours.yaml, sleeve.yaml and lid.yaml (default: the shipped prompt files).")
+@CACHE_OPTION
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def demo(out, n, shots, prompts_dir, cache_dir, seed, quiet) -> None:
@@ -382,6 +359,85 @@ def demo(out, n, shots, prompts_dir, cache_dir, seed, quiet) -> None:
                f"{review.review} label(s) sent to review ({out}/predict/review.csv)")
     click.echo(review_table(review.metrics))
     click.echo(f"tables and plots in {out}/ (report.html, comparison.png, align/, finetune/, predict/)")
+
+
+@cli.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, exists=True),
+              help="A finished finetune or probe run folder (it holds labeller.json).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; any but loopback needs --token.")
+@click.option("--port", default=9090, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--token", default=None, envvar="CLIPFT_SERVE_TOKEN",
+              help="Every request must send 'Authorization: Token <token>' (or it as basic auth's password). "
+              "Default: $CLIPFT_SERVE_TOKEN.")
+@click.option("--document-root", default=None, type=click.Path(file_okay=False, exists=True),
+              help="Folder that task photos named by path or /data/local-files/?d= are read under "
+              "(Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT; default: the current folder).")
+@DEVICE_OPTION
+@CACHE_OPTION
+def serve(run_dir, host, port, token, document_root, device, cache_dir) -> None:
+    """A run as a Label Studio ML backend: pre-annotations for every new task.
+
+    Answers Label Studio's ML backend protocol (GET /health, POST /setup, POST /predict,
+    POST /webhook): each task's photo (and title) gets one choice per attribute that applies,
+    scored by its calibrated probability. Connect it in the project's Model settings.
+    """
+    from .commands.serve import ServeError, check_binding, load_backend, make_server
+    from .models import resolve_device
+
+    try:
+        check_binding(host, token)
+        with user_errors():
+            server = make_server(load_backend(run_dir, resolve_device(device), cache_dir, document_root),
+                                 host, port, token)
+    except ServeError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"clipft serve: {run_dir} on http://{host}:{server.server_address[1]} "
+               f"({'token required' if token else 'no token'}; Ctrl-C to stop)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+@cli.command()
+@click.option("--run", "run_dir", default=None, type=click.Path(file_okay=False, exists=True),
+              help="A finished finetune or probe run folder to score with.")
+@click.option("--prompts", "prompt_files", multiple=True, type=click.Path(dir_okay=False),
+              help="Prompt files (or shipped names) to score zero-shot with --model instead of a run; repeat for several.")
+@model_options
+@catalogue_options("Column with product titles (default: the run's, when the CSV has it).", chunked=False)
+@click.option("--budget", required=True, type=click.IntRange(min=1), help="How many products to suggest.")
+@click.option("--strategy", default="typiclust", show_default=True,
+              type=click.Choice(["typiclust", "random", "margin", "entropy", "balanced", "coreset", "badge",
+                                 "weighted"]),
+              help="How to choose (docs/review-backend.md compares them).")
+@task_photo_options
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder for suggestions.csv, suggest_labelstudio.json and labelstudio_config.xml.")
+def suggest(run_dir, prompt_files, model, pretrained, source, encode, budget, strategy, photos, out) -> None:
+    """Choose the unlabelled products most worth labelling next.
+
+    Scores the catalogue with a run (or zero-shot prompt files) and picks --budget products
+    that the catalogue has no labels for, by --strategy; writes them as Label Studio tasks
+    pre-annotated with the model's labels, and suggestions.csv (rank, id, image, uncertainty).
+    """
+    if (run_dir is None) == (not prompt_files):
+        raise click.UsageError("give either --run or --prompts (with --model)")
+    from .commands.suggest import run_suggest
+    from .labeller import Labeller
+    from .models import resolve_device
+
+    device = resolve_device(encode.device)
+    with user_errors():
+        labeller = (Labeller.load(run_dir, device, encode.cache_dir) if run_dir else
+                    Labeller.from_prompts(prompt_files, model, pretrained, device, encode.cache_dir))
+        found = run_suggest(labeller, source, out, budget, encode, strategy, source.seed, photos,
+                            str(run_dir) if run_dir else model)
+    click.echo(f"suggested {len(found.chosen)} of {found.candidates} unlabelled products ({found.labelled} labelled "
+               f"already) by {strategy}; tasks in {out}/suggest_labelstudio.json")
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ NCCL when it runs on GPUs and gloo on CPUs, and each process takes the GPU of it
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -42,20 +43,39 @@ def init_distributed(device: str) -> tuple[World, str]:
     return World(dist.get_rank(), dist.get_world_size(), local_rank), device
 
 
+_alone = False  # set by alone(): this rank works on its own, the others have finished
+
+
+@contextlib.contextmanager
+def alone():
+    """Work that one rank does by itself after the others are done (rank 0 labelling a trained
+    run's test split): inside, this process is a world of one and nothing waits for the others."""
+    global _alone
+    before, _alone = _alone, True
+    try:
+        yield
+    finally:
+        _alone = before
+
+
+def _grouped() -> bool:
+    return dist.is_initialized() and not _alone
+
+
 def current_world() -> World:
-    if not dist.is_initialized():
+    if not _grouped():
         return World()
     return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def barrier() -> None:
-    if dist.is_initialized():
+    if _grouped():
         dist.barrier()
 
 
 def all_gather_objects(obj) -> list:
     """Every rank's ``obj``, in rank order."""
-    if not dist.is_initialized():
+    if not _grouped():
         return [obj]
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
@@ -64,7 +84,7 @@ def all_gather_objects(obj) -> list:
 
 def broadcast_object(obj, src: int = 0):
     """Rank ``src``'s ``obj`` on every rank."""
-    if not dist.is_initialized():
+    if not _grouped():
         return obj
     box = [obj]
     dist.broadcast_object_list(box, src=src)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .catalogue import Catalogue, CatalogueError
+from .defaults import TITLE_WEIGHT
 
 INPUTS = ("image", "text", "fusion")
 WEIGHT_GRID = tuple(np.round(np.linspace(0, 1, 11), 2).tolist())  # title weights tried on validation
@@ -68,7 +69,7 @@ class ProductFeatures:
     """``features(rows)``: embeddings of catalogue rows from their photos and/or titles.
 
     ``image_fn(rows)`` and ``text_fn(strings)`` are the image and text sides
-    (:mod:`clipft.image_features`, :mod:`clipft.text_features`); ``titles`` holds each
+    (:mod:`clipft.cache.image_features`, :mod:`clipft.cache.text_features`); ``titles`` holds each
     catalogue row's title or None.
     """
 
@@ -76,7 +77,7 @@ class ProductFeatures:
     text_fn: Callable | None
     titles: np.ndarray
     inputs: str = "image"
-    weight: float = 0.5
+    weight: float = TITLE_WEIGHT
 
     def __post_init__(self) -> None:
         if self.inputs not in INPUTS:

@@ -24,16 +24,22 @@ class CaptionContrastiveLoss(nn.Module):
     it equals ``open_clip.ClipLoss``.
 
     ``image_features`` (N, d) and ``text_features`` (M, d) are normalised here;
-    ``caption_ids`` (N,) gives each image's row in ``text_features``.
+    ``caption_ids`` (N,) gives each image's row in ``text_features``. ``also_positive`` (N, M),
+    for products with several values ("Black|White", one example per value): the captions of
+    the product's other values, which are neither its target nor its negatives.
     """
 
-    def forward(self, image_features, text_features, caption_ids, logit_scale):
+    def forward(self, image_features, text_features, caption_ids, logit_scale, also_positive=None):
         image_features = F.normalize(image_features, dim=-1)
         text_features = F.normalize(text_features, dim=-1)
         logits = logit_scale * image_features @ text_features.T  # (N, M)
-        image_to_text = F.cross_entropy(logits, caption_ids)
-
         positive = F.one_hot(caption_ids, num_classes=text_features.shape[0]).bool()  # (N, M)
+        if also_positive is not None:
+            image_to_text = F.cross_entropy(logits.masked_fill(also_positive, float("-inf")), caption_ids)
+            positive = positive | also_positive
+        else:
+            image_to_text = F.cross_entropy(logits, caption_ids)
+
         # per caption: log-sum-exp over the images that are not its positives (-inf if none)
         negatives = torch.logsumexp(logits.masked_fill(positive, float("-inf")), dim=0)  # (M,)
         own = logits.gather(1, caption_ids[:, None]).squeeze(1)  # (N,) image with its caption

@@ -12,6 +12,20 @@ A prompt file looks like::
       Navy Blue: [navy blue, dark blue]
 
 Synonyms only build prompts: predictions and metrics always use the class value.
+
+Two optional keys describe real catalogues:
+
+    applies_to:               # the products the attribute applies to, by another attribute's
+      category: [Tshirts, Tops]   # value (given in the catalogue, else predicted) or a column's;
+                              # elsewhere the attribute is n/a: no label, no metric, no review
+    other: Other              # the catalogue holds values outside the classes: they are this
+                              # class (listed in classes with negative prompts, or added), which
+                              # is learnt like any class and never auto-accepted
+    taxonomy: fashion         # a category tree (clipft.taxonomy; a shipped name or a file): every
+                              # leaf is a class (``classes`` then only adds synonyms), and each
+                              # prediction is a path, reported at every level of the tree
+    multi: true               # several values per product ("Black|White"; clipft.multilabel),
+    separator: "|"            # joined by this separator (the default)
 """
 from __future__ import annotations
 
@@ -20,11 +34,16 @@ import os
 import weakref
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+import pandas as pd
+
 from .fileio import read_yaml
 from .shipped import not_found, resolve
+from .taxonomy import Taxonomy, TaxonomyError, load_taxonomy, parse_taxonomy
 
 log = logging.getLogger(__name__)
 _KEYS = ("attribute", "column", "templates", "classes")
+_OPTIONAL_KEYS = ("applies_to", "other", "taxonomy", "multi", "separator")
 
 
 class PromptFileError(ValueError):
@@ -39,6 +58,26 @@ class PromptSpec:
     synonyms: dict[str, tuple[str, ...]]
     templates: tuple[str, ...]
     source: str = field(default="<memory>", compare=False)
+    applies_to: dict[str, tuple[str, ...]] = field(default_factory=dict)  # attribute or column -> allowed values
+    other: str | None = None  # the class that stands for every catalogue value outside the listed ones
+    taxonomy: Taxonomy | None = field(default=None, compare=False)  # the classes are its leaves
+    multi: bool = False  # several values per product, joined by ``separator``
+    separator: str = "|"
+
+    def catalogue_labels(self, values) -> np.ndarray:
+        """Catalogue values as this attribute's labels: with ``other``, a non-blank value that is
+        not a class becomes ``other``; blanks and (without ``other``) unknown values stay as they are."""
+        values = np.asarray(list(values), dtype=object)
+        if self.other is None or not len(values):
+            return values
+        if self.multi:
+            from .multilabel import other_values
+
+            return other_values(values, self.classes, self.other, self.separator)
+        text = pd.Series(values, dtype=object)
+        blank = (text.isna() | (text.astype(str).str.strip() == "")).to_numpy()
+        outside = ~blank & ~text.isin(self.classes).to_numpy()
+        return np.where(outside, self.other, values)
 
     def prompts_for(self, value: str) -> list[str]:
         """Every prompt for one class: templates x synonyms."""
@@ -49,19 +88,20 @@ class PromptSpec:
         return replace(self, templates=("{}",), synonyms={c: (c,) for c in self.classes})
 
 
-def parse_prompt_spec(data: object, source: str = "<memory>") -> PromptSpec:
-    """Validate the parsed YAML of a prompt file and build a :class:`PromptSpec`."""
+def parse_prompt_spec(data: object, source: str = "<memory>", files: bool = True) -> PromptSpec:
+    """Validate the parsed YAML of a prompt file and build a :class:`PromptSpec`. ``files``
+    False: a taxonomy must be given inline, never by a name or path to read (a run folder's copy)."""
 
     def fail(key: str, problem: str) -> PromptFileError:
         return PromptFileError(f"{source}: key '{key}': {problem}")
 
     if not isinstance(data, dict):
         raise PromptFileError(f"{source}: expected a mapping with keys {', '.join(_KEYS)}")
-    unknown = sorted(set(data) - set(_KEYS))
+    unknown = sorted(set(data) - set(_KEYS) - set(_OPTIONAL_KEYS))
     if unknown:
-        raise fail(unknown[0], f"unknown key (allowed: {', '.join(_KEYS)})")
+        raise fail(unknown[0], f"unknown key (allowed: {', '.join(_KEYS + _OPTIONAL_KEYS)})")
     for key in _KEYS:
-        if key not in data:
+        if key not in data and not (key == "classes" and "taxonomy" in data):
             raise fail(key, "missing")
     for key in ("attribute", "column"):
         if not isinstance(data[key], str) or not data[key].strip():
@@ -78,7 +118,13 @@ def parse_prompt_spec(data: object, source: str = "<memory>") -> PromptSpec:
         except (IndexError, KeyError, ValueError) as err:
             raise fail(f"templates[{i}]", f"{template!r} is not a valid template ({err})") from None
 
-    synonyms = _parse_classes(data["classes"], fail)
+    taxonomy = _parse_taxonomy(data.get("taxonomy"), source, files, fail)
+    synonyms = _parse_classes(data["classes"], fail) if "classes" in data else {}
+    if taxonomy is not None:
+        synonyms = _tree_classes(synonyms, taxonomy, fail)
+    other = _parse_other(data.get("other"), fail)
+    if other is not None and other not in synonyms:
+        synonyms[other] = (other,)
     return PromptSpec(
         attribute=data["attribute"],
         column=data["column"],
@@ -86,7 +132,70 @@ def parse_prompt_spec(data: object, source: str = "<memory>") -> PromptSpec:
         synonyms=synonyms,
         templates=tuple(templates),
         source=source,
+        applies_to=_parse_applies_to(data.get("applies_to"), data["attribute"], fail),
+        other=other,
+        taxonomy=taxonomy,
+        **_parse_multi(data, fail),
     )
+
+
+def _parse_multi(data: dict, fail) -> dict:
+    multi, separator = data.get("multi", False), data.get("separator", "|")
+    if not isinstance(multi, bool):
+        raise fail("multi", "must be true or false")
+    if not isinstance(separator, str) or not separator.strip() or separator != separator.strip():
+        raise fail("separator", "must be a non-empty string without spaces around it, e.g. '|'")
+    if "separator" in data and not multi:
+        raise fail("separator", "only an attribute with 'multi: true' has several values to separate")
+    return {"multi": multi, "separator": separator}
+
+
+def _parse_taxonomy(value, source: str, files: bool, fail) -> Taxonomy | None:
+    if value is None:
+        return None
+    try:
+        if isinstance(value, dict):
+            return parse_taxonomy(value, f"{source}: taxonomy")
+        if isinstance(value, str) and files:
+            return load_taxonomy(value)
+    except TaxonomyError as err:
+        raise fail("taxonomy", str(err)) from None
+    raise fail("taxonomy", "must name a taxonomy file (or a shipped one, e.g. fashion)" if files else
+               "must be the tree itself (levels and tree)")
+
+
+def _tree_classes(synonyms: dict, taxonomy: Taxonomy, fail) -> dict[str, tuple[str, ...]]:
+    """Every leaf of the tree, in its order: with the synonyms ``classes`` gives, else its name."""
+    strays = [c for c in synonyms if c not in taxonomy.paths]
+    if strays:
+        raise fail("classes", f"{strays[0]!r} is not a leaf of the taxonomy {taxonomy.source}")
+    return {leaf: synonyms.get(leaf, (leaf,)) for leaf in taxonomy.leaves}
+
+
+def _parse_applies_to(value, attribute: str, fail) -> dict[str, tuple[str, ...]]:
+    """attribute (or column) -> the values of it for which this attribute applies."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not value:
+        raise fail("applies_to", "must be a mapping of attribute (or column) -> list of values, "
+                                 "e.g. {category: [Tshirts, Tops]}")
+    out = {}
+    for name, values in value.items():
+        if not isinstance(name, str) or not name.strip() or name == attribute:
+            raise fail("applies_to", f"{name!r} must name another attribute or a column")
+        values = [values] if isinstance(values, str) else values
+        if not isinstance(values, list) or not values or not all(isinstance(v, str) and v.strip() for v in values):
+            raise fail(f"applies_to.{name}", "must be a non-empty list of values (quote values such as Yes/No)")
+        out[name] = tuple(values)
+    return out
+
+
+def _parse_other(value, fail) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise fail("other", "must be the name of the 'none of these' class, e.g. Other")
+    return value
 
 
 def _parse_classes(classes, fail) -> dict[str, tuple[str, ...]]:

@@ -1,6 +1,8 @@
 """Prompt files and configs that ship inside the package, so that they exist after
-``pip install clipft``: a command accepts one by name (``--prompts color``,
-``--config align-lite0-minilm``) wherever it accepts a path; a path that exists wins."""
+``pip install clipft``: a command accepts one by name (``--prompts color``, ``--config photos``)
+wherever it accepts a path; a path that exists wins. The configs are recipes without data: they
+name no file outside the package (the catalogue is the user's, ``--set data=...``); the fashion
+benchmarks' copies with their paths are in ``benchmarks/configs/``."""
 from __future__ import annotations
 
 import os

@@ -1,22 +1,16 @@
-"""Zero-shot classification from prompts (OpenCLIP's prompt ensembling), and scoring a whole
-catalogue with it: one pass over the images serves every attribute."""
+"""Zero-shot classification from prompts (OpenCLIP's prompt ensembling): the class weights a
+prompt head (:mod:`clipft.heads`) scores products against. A catalogue is labelled by a
+:class:`clipft.labeller.Labeller` built from prompt files."""
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy.special import softmax
 from sklearn.exceptions import NotFittedError
 
-from .cache.encoding import encode_catalogue, encode_texts
-from .catalogue import BadImage, Catalogue
-from .fusion import ProductFeatures, scored_on
+from .cache.encoding import encode_texts
 from .prompts import PromptSpec, check_prompt_lengths
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=-1, keepdims=True).clip(min=1e-12)
+from .vectors import l2_normalize
 
 
 def ensemble_prompts(prompt_embeddings: list[np.ndarray]) -> np.ndarray:
@@ -81,45 +75,3 @@ class ZeroShotClassifier:
     def predict(self, X: np.ndarray) -> np.ndarray:
         scores = self.decision_function(X)
         return self.classes_[scores.argmax(axis=1)]
-
-
-@dataclass
-class ScoredCatalogue:
-    catalogue: Catalogue
-    specs: list[PromptSpec]
-    rows: np.ndarray  # catalogue rows that were scored
-    skipped: list[BadImage]  # rows whose image was missing or unreadable
-    proba: dict[str, np.ndarray]  # attribute -> (len(rows), n_classes)
-    encoded: int  # images computed in this run (the rest came from the cache)
-    scored_on: np.ndarray  # per scored row: image, title, image+title or nothing (text-only, no title)
-
-
-def zeroshot_catalogue(model, preprocess, tokenizer, catalogue: Catalogue, specs: list[PromptSpec],
-                       skip_bad: bool = False, cache_dir=None, device="cpu", batch_size: int = 64, workers: int = 0,
-                       progress: bool = True, inputs: str = "image", title_weight: float = 0.5) -> ScoredCatalogue:
-    """Encode the catalogue's images once (see :func:`encode_catalogue` for bad photos) and/or
-    its titles, then score them against every prompt file.
-
-    ``inputs`` (see :mod:`clipft.fusion`): ``image``, ``text`` (titles only: photos are not
-    read) or ``fusion`` (``title_weight`` on the title; rows without a title use the photo).
-    """
-    # prompts first: a prompt file refused for its length stops the run before the image pass
-    classifiers = [ZeroShotClassifier(model, tokenizer, spec, cache_dir, device).fit() for spec in specs]
-    image = np.zeros((len(catalogue), 0), dtype=np.float32)
-    rows, skipped, encoded = np.arange(len(catalogue)), [], 0
-    position = rows  # catalogue row -> row of ``image``
-    if inputs != "text":
-        encoding = encode_catalogue(model, preprocess, catalogue, skip_bad, cache_dir, device, batch_size, workers, progress)
-        rows, skipped, encoded, image = encoding.rows, encoding.skipped, encoding.encoded, encoding.embeddings
-        position = np.full(len(catalogue), -1)
-        position[rows] = np.arange(len(rows))
-
-    def text_fn(texts):
-        return torch.from_numpy(encode_texts(model, tokenizer, texts, cache_dir, device))
-
-    titles = np.array(catalogue.titles(), dtype=object)
-    features = ProductFeatures(lambda r: torch.from_numpy(image[position[r]]), text_fn, titles, inputs, title_weight)
-    X = features(rows).numpy() if len(rows) else np.zeros((0, 1), dtype=np.float32)
-    proba = {spec.attribute: clf.predict_proba(X) if len(rows) else np.zeros((0, len(spec.classes)))
-             for spec, clf in zip(specs, classifiers)}
-    return ScoredCatalogue(catalogue, specs, rows, skipped, proba, encoded, scored_on(titles[rows], inputs))

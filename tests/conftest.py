@@ -33,6 +33,14 @@ def tiny_finetune(data, out, cache, prompts="[color, lid]", *overrides):
     return out
 
 
+def tiny_run(folder, n: int, seed: int):
+    """A generated catalogue and a tiny fine-tuning run on it: (catalogue, run folder, cache)."""
+    from clipft.commands.sample_data import make_catalogue
+
+    data = make_catalogue(folder / "cat", n=n, size=32, seed=seed)
+    return data, tiny_finetune(data, folder / "run", folder / "cache"), folder / "cache"
+
+
 @pytest.fixture(scope="session")
 def tiny_model():
     from clipft.models import TINY_MODEL, load_model

@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from clipft.audit import label_issues
 from clipft.commands.sample_data import make_catalogue
@@ -23,6 +24,7 @@ def test_label_issues_finds_flipped_labels_in_separable_data():
     assert issues["rank"].tolist() == list(range(1, 9))
 
 
+@pytest.mark.slow
 def test_audit_finds_injected_flips_on_a_generated_catalogue(tmp_path):
     data = make_catalogue(tmp_path / "cat", n=200, size=32, seed=5)
     frame = pd.read_csv(data, dtype=str)
@@ -66,4 +68,4 @@ def test_label_studio_corrections_come_back_into_the_catalogue(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps([{"data": {}, "annotations": []}]))
     bad = run(["import-labels", "--labelstudio", str(tmp_path / "bad.json"), "--data", str(data), "--out", str(out)],
               expect=1)
-    assert "task 1 has no data.id" in bad.output
+    assert "task 1 has no data.id or data.clipft_id" in bad.output

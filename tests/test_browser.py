@@ -8,6 +8,7 @@ import pytest
 from clipft.commands.sample_data import make_catalogue
 from conftest import run, tiny_finetune
 
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
 pytest.importorskip("gradio", reason="the app needs Gradio: pip install 'clipft[app]'")
 sync_api = pytest.importorskip("playwright.sync_api", reason="browser tests need the playwright package")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

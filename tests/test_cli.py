@@ -1,4 +1,5 @@
 import json
+import logging
 
 import pandas as pd
 import pytest
@@ -30,13 +31,18 @@ def test_zeroshot_end_to_end_then_from_the_cache(tmp_path, catalogue):
     assert len(predictions) == 9
     assert list(predictions.columns[:5]) == ["id", "scored_on", "color", "color_prob", "color_top3"]
     assert (predictions["scored_on"] == "image+title").all()  # the catalogue has titles: fused by default
-    assert predictions["lid_top3"].str.count(":").eq(2).all()  # two classes: top-3 holds both
+    truth = pd.read_csv(catalogue, dtype=str)
+    cookware = truth["articleType"].isin(["Mugs", "Pans"]).to_numpy()
+    # lid applies to mugs and pans alone (lid.yaml's applies_to): two classes, top-3 holds both
+    assert predictions["lid_top3"][cookware].str.count(":").eq(2).all()
+    statuses = pd.read_csv(tmp_path / "out" / "predictions.csv", dtype=str, keep_default_na=False)["lid_status"]
+    assert (statuses[~cookware] == "n/a").all() and predictions["lid"][~cookware].isna().all()
     assert predictions["color_top3"].str.count(":").eq(3).all()
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    truth = pd.read_csv(catalogue, dtype=str)
     assert metrics["attributes"]["color"]["n"] == 9
     assert metrics["attributes"]["sleeve"]["n"] == truth["sleeve"].notna().sum()
-    assert metrics["attributes"]["sleeve"]["missing_labels"] == truth["sleeve"].isna().sum()
+    assert metrics["attributes"]["sleeve"]["not_applicable"] == truth["sleeve"].isna().sum()
+    assert metrics["attributes"]["sleeve"]["missing_labels"] == 0
     accuracy = (predictions["color"] == truth["baseColour"]).mean()
     assert metrics["attributes"]["color"]["accuracy"] == pytest.approx(accuracy)
     for name in ("color", "sleeve", "lid"):
@@ -79,11 +85,12 @@ def test_image_only_and_text_only(tmp_path, catalogue):
     assert "untitled.csv" in refused.output and "--title-column" in refused.output
 
 
-def test_without_labels_only_predictions_are_written(tmp_path, catalogue):
-    pd.read_csv(catalogue)[["id", "image"]].to_csv(catalogue.parent / "bare.csv", index=False)
+def test_without_labels_only_predictions_and_the_run_are_written(tmp_path, catalogue):
+    pd.read_csv(catalogue)[["id", "image", "articleType"]].to_csv(catalogue.parent / "bare.csv", index=False)
     result = run(zeroshot_args(catalogue.parent / "bare.csv", tmp_path / "out", tmp_path / "cache"))
     # beside the run's lock file, which stays (an advisory flock; see docs/bad-input.md)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".clipft.lock", "predictions.csv"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".clipft.lock", "metrics.json", "predictions.csv"]
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["attributes"] == {}
     assert "accuracy" not in result.output
 
 
@@ -113,12 +120,13 @@ def test_bad_images_stop_the_run_unless_skipped(tmp_path, catalogue):
     assert metrics["attributes"]["color"]["skipped_images"] == 2 and metrics["attributes"]["color"]["n"] == 7
 
 
-def test_unknown_labels_are_reported_and_left_out(tmp_path, catalogue):
+def test_unknown_labels_are_reported_and_left_out(tmp_path, catalogue, caplog):
     frame = pd.read_csv(catalogue, dtype=str)
     frame.loc[0, "baseColour"] = "Teal"
     frame.to_csv(catalogue, index=False)
-    result = run(zeroshot_args(catalogue, tmp_path / "out", tmp_path / "cache"))
-    assert "1 label(s) are not classes" in result.output and "'Teal'" in result.output
+    with caplog.at_level(logging.WARNING, logger="clipft"):
+        run(zeroshot_args(catalogue, tmp_path / "out", tmp_path / "cache"))
+    assert any("1 label(s) are not classes" in r.getMessage() and "'Teal'" in r.getMessage() for r in caplog.records)
     color = json.loads((tmp_path / "out" / "metrics.json").read_text())["attributes"]["color"]
     assert color["n"] == 8 and color["unknown_values"] == {"Teal": 1}
 

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 from clipft.cache.encoding import encode_images, image_store
@@ -20,6 +21,7 @@ def torchrun(*args, cwd=REPO):
     return result
 
 
+@pytest.mark.slow
 def test_two_process_training_equals_one_process_with_the_same_global_batch(tmp_path):
     from clipft.training.config import load_config
     from clipft.commands.finetune import run_finetune
@@ -40,6 +42,7 @@ def test_two_process_training_equals_one_process_with_the_same_global_batch(tmp_
     assert len(list((tmp_path / "two").glob("*.csv"))) == len(list((tmp_path / "one").glob("*.csv")))
 
 
+@pytest.mark.slow
 def test_sharded_cache_equals_the_unsharded_one(tmp_path):
     data = make_catalogue(tmp_path / "cat", n=20, size=32, seed=4)
     result = torchrun("zeroshot", "--prompts", REPO / "prompts" / "color.yaml", "--data", data, "--image-only",

@@ -5,8 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
+from clipft.cache.encoding import encode_catalogue, encode_images, encode_texts
 from clipft.cache.store import EmbeddingStore
-from clipft.cache.encoding import encode_images, encode_texts
+from clipft.catalogue import BadImagesError, CatalogueError, load_catalogue
+from clipft.commands.sample_data import make_catalogue
 
 
 def images(tmp_path, n, size=16):
@@ -97,6 +99,19 @@ def test_corrupt_and_missing_images_are_reported_not_fatal(tmp_path, tiny_model)
     assert "cannot read file" in result.failed[3]
     assert result.ok.tolist() == [True, False, True, False]
     assert np.isnan(result.embeddings[1]).all() and not np.isnan(result.embeddings[0]).any()
+
+
+def test_a_catalogue_photo_that_fails_to_decode_is_a_bad_images_error_naming_its_line(tmp_path, tiny_model):
+    model, preprocess, _ = tiny_model
+    catalogue = load_catalogue(make_catalogue(tmp_path / "catalogue", n=6, size=32, seed=0))
+    catalogue.image_paths[4].write_bytes(b"not an image")
+    with pytest.raises(BadImagesError) as err:
+        encode_catalogue(model, preprocess, catalogue, cache_dir=tmp_path / "cache", progress=False)
+    assert isinstance(err.value, CatalogueError)  # the catalogue's to fix: callers and the CLI treat it as one
+    assert [(b.row, b.line) for b in err.value.bad] == [(4, 6)] and "cannot decode image" in err.value.bad[0].reason
+    assert str(err.value).startswith(f"{catalogue.source}: 1 image(s) missing or unreadable:\n  line 6: ")
+    skipped = encode_catalogue(model, preprocess, catalogue, skip_bad=True, cache_dir=tmp_path / "cache", progress=False)
+    assert skipped.rows.tolist() == [0, 1, 2, 3, 5] and [b.row for b in skipped.skipped] == [4]
 
 
 def test_workers_give_the_same_embeddings(tmp_path, tiny_model):

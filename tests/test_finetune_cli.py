@@ -1,12 +1,14 @@
 import json
 
 import pandas as pd
+import pytest
 import torch
 
 from clipft.commands.sample_data import make_catalogue
 from conftest import REPO, run
 
 
+@pytest.mark.slow
 def test_finetune_end_to_end_then_zeroshot_with_the_checkpoint(tmp_path):
     data = make_catalogue(tmp_path / "cat", n=36, size=32, seed=3)
     config = tmp_path / "run.yaml"
@@ -67,6 +69,7 @@ def test_finetune_skips_bad_photos_when_asked(tmp_path):
     assert json.loads((tmp_path / "b" / "summary.json").read_text())["splits"]["skipped"] == 1
 
 
+@pytest.mark.slow
 def test_finetune_with_a_trainable_image_tower(tmp_path):
     import torch
 

@@ -5,8 +5,9 @@ import torch
 
 from clipft.catalogue import CatalogueError, load_catalogue
 from clipft.fusion import ProductFeatures, resolve_inputs, title_dropout_mask
+from clipft.labeller import Labeller
 from clipft.prompts import load_prompt_spec
-from clipft.zeroshot import zeroshot_catalogue
+from clipft.scoring import EncodeOptions, score_chunk
 from clipft.zeroshot import ZeroShotClassifier
 from conftest import REPO
 
@@ -60,9 +61,10 @@ def test_zeroshot_fusion_weight_zero_equals_image_only_on_a_catalogue(tiny_model
     model, preprocess, tokenizer = tiny_model
     catalogue = load_catalogue(sample_catalogue)
     assert catalogue.title_column == "title"
+    options = EncodeOptions(cache_dir=str(tmp_path), device="cpu")
     scored = {
-        name: zeroshot_catalogue(model, preprocess, tokenizer, catalogue, [COLOR], cache_dir=tmp_path, progress=False,
-                                 inputs=inputs, title_weight=weight)
+        name: score_chunk(Labeller.zero_shot(model, preprocess, tokenizer, [COLOR], inputs, weight, "cpu", tmp_path),
+                          catalogue, options, progress=False)
         for name, inputs, weight in (("image", "image", 0.5), ("w0", "fusion", 0.0), ("w.5", "fusion", 0.5),
                                      ("text", "text", 0.5))
     }

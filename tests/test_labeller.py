@@ -95,7 +95,8 @@ def test_predict_reproduces_a_probe_run_and_loads_without_pickle(tmp_path, catal
     proba = labeller.predict_proba(images, titles=["Acme Red Mug", None])
     assert set(proba) == {"color", "lid"} and proba["color"].shape[0] == 2
     np.testing.assert_allclose(proba["color"].sum(axis=1), 1, rtol=1e-5)
-    assert list(labeller.predict(images)["color"]) == list(labeller.heads["color"].classes[proba["color"].argmax(1)])
+    titles = ["Acme Red Mug", None]
+    assert list(labeller.predict(images, titles)["color"]) == list(labeller.heads["color"].classes[proba["color"].argmax(1)])
 
 
 def test_a_folder_that_is_not_a_finished_run_is_refused(tmp_path, catalogue):

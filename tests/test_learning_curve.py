@@ -15,6 +15,7 @@ def test_parse_sizes():
         parse_sizes("0,2")
 
 
+@pytest.mark.slow
 def test_curve_smoke_on_a_tiny_model(tmp_path):
     data = make_catalogue(tmp_path / "cat", n=60, size=32, seed=7)
     args = ["curve", "--set", f"data={data}", "--set", f"prompts=[{REPO}/prompts/lid.yaml, {REPO}/prompts/color.yaml]",

@@ -69,11 +69,11 @@ def test_offline_model_is_built_from_both_pretrained_towers(imagenet_net):
 
 
 def test_text_tower_can_be_partly_locked():
-    from clipft.training.config import FinetuneCfg
+    from clipft.training.config import TowersCfg
     from clipft.training.weights import lock_towers
 
     model, _, _ = load_model("lite0-minilm")
-    lock_towers(model, FinetuneCfg(prompts=["p.yaml"], lock_text=True, unlocked_text_layers=2))
+    lock_towers(model, TowersCfg(lock_text=True, unlocked_text_layers=2))
     trainable = {n for n, p in model.text.named_parameters() if p.requires_grad}
     assert any(n.startswith("transformer.encoder.layer.5.") for n in trainable)
     assert any(n.startswith("transformer.encoder.layer.4.") for n in trainable)

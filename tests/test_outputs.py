@@ -80,7 +80,7 @@ def test_a_failed_run_leaves_the_previous_outputs_whole(setup, tmp_path, monkeyp
     def fail(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(out / "metrics.json"))
 
-    monkeypatch.setattr("clipft.commands.predict.write_json", fail)
+    monkeypatch.setattr("clipft.reporting.scoring_outputs.write_json", fail)
     result = predict(setup, out, "--limit", "10", expect=1)
     assert "metrics.json: No space left on device; free some disk space" in one_error_line(result)
     assert snapshot(out) == before  # nothing of the failed run, not even its predictions.csv
@@ -209,13 +209,13 @@ def test_a_folder_whose_run_died_while_publishing_is_not_reported_until_run_agai
 def test_label_studio_config_escapes_any_class_name():
     from xml.etree import ElementTree
 
-    from clipft.labeller import Head
+    from clipft.heads import PromptHead
     from clipft.prompts import parse_prompt_spec
     from clipft.reporting.review import label_studio_config
 
     spec = parse_prompt_spec({"attribute": 'fit "cut"', "column": "a&b", "templates": ["{}"],
                               "classes": {'Black & White': ["black and white"], '<Tall> "slim"': ["tall"]}}, "test")
-    root = ElementTree.fromstring(label_studio_config({"fit": Head(spec)}))
+    root = ElementTree.fromstring(label_studio_config({"fit": PromptHead(spec)}))
     assert [c.get("value") for c in root.iter("Choice")] == ['Black & White', '<Tall> "slim"']
     assert root.find("Choices").get("name") == "a&b" and root.find("Header").get("value") == 'fit "cut"'
 

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clipft.training.config import FinetuneCfg
+from clipft.training.config import CatalogueCfg, FinetuneCfg, RuntimeCfg, TowersCfg, load_config
 from clipft.commands.probe import run_probe
 from clipft.probe import CLASSIFIERS, fit_probe
 from clipft.commands.sample_data import make_catalogue
@@ -22,9 +22,13 @@ def test_fit_probe_separates_blobs_and_picks_its_parameter_on_validation(kind):
 
 def test_probe_on_a_tiny_generated_catalogue(tmp_path):
     data = make_catalogue(tmp_path / "cat", n=48, size=32, seed=2)
-    cfg = FinetuneCfg(data=str(data), prompts=[str(REPO / "prompts" / "lid.yaml"), str(REPO / "prompts" / "color.yaml")],
-                      model="clipft-tiny", cache_dir=str(tmp_path / "cache"))
+    prompts = [REPO / "prompts" / "lid.yaml", REPO / "prompts" / "color.yaml"]
+    cfg = FinetuneCfg(catalogue=CatalogueCfg(data=data, prompts=prompts),
+                      towers=TowersCfg(model="clipft-tiny", lock_text=False), runtime=RuntimeCfg(cache_dir=tmp_path / "cache"))
     table = run_probe(cfg, tmp_path / "probe", ("logistic", "svm"), ("image", "text", "fusion"), progress=False)
+    saved = load_config(tmp_path / "probe" / "config.yaml")  # the run's resolved config loads back
+    assert saved.towers.lock_text and saved.task.inputs == "fusion" and saved.catalogue == cfg.catalogue
+    assert cfg.towers.lock_text is False  # the caller's config is left as it was
     assert table.equals(pd.read_csv(tmp_path / "probe" / "probe.csv"))
     assert len(table) == 2 * 2 * 3 * 2  # attributes x classifiers x inputs x titles present/removed
     assert table["accuracy"].between(0, 1).all() and table["macro_f1"].between(0, 1).all()

@@ -118,7 +118,7 @@ def test_shipped_prompt_files_and_configs_are_found_by_name(tmp_path, monkeypatc
     assert {"color", "category", "gender", "season", "lid", "sleeve"} <= set(shipped_names("prompts"))
     assert load_prompt_spec("color").attribute == "color" and load_prompt_spec("lid.yaml").column == "lid"
     cfg = load_config("align-lite0-minilm")
-    assert cfg.prompts == ["gender", "category", "color"] and cfg.captions == "title"
+    assert cfg.catalogue.prompts == ["gender", "category", "color"] and cfg.task.captions == "title"
     with pytest.raises(ConfigError, match="nope: no such file, and not a shipped configs name"):
         load_config("nope")
     (tmp_path / "color").write_text("attribute: mine\ncolumn: c\ntemplates: ['{}']\nclasses: [a, b]\n")

@@ -9,7 +9,8 @@ import pytest
 import skops.io as sio
 
 from clipft.commands.sample_data import make_catalogue
-from clipft.labeller import Labeller, LabellerError, _load_classifier
+from clipft.labeller import Labeller
+from clipft.labeller_files import LabellerError, load_classifier
 from clipft.probe import CLASSIFIERS, make_classifier
 from conftest import REPO, run
 
@@ -60,7 +61,7 @@ def test_every_classifier_clipft_saves_loads_under_the_exact_allowlist(tmp_path,
     X, y = rng.normal(size=(60, 6)), np.array(["Red", "Blue", "Black"] * 20, dtype=object)
     classifier = make_classifier(kind, CLASSIFIERS[kind][1][0]).fit(X, y)
     (tmp_path / "c.skops").write_bytes(sio.dumps(classifier))
-    loaded = _load_classifier(tmp_path / "c.skops")
+    loaded = load_classifier(tmp_path / "c.skops")
     np.testing.assert_array_equal(loaded.predict(X), classifier.predict(X))
 
 

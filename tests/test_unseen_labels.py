@@ -6,22 +6,19 @@ import logging
 import pandas as pd
 import pytest
 
-from clipft.commands.sample_data import make_catalogue
-from conftest import REPO, run, tiny_finetune
+from conftest import REPO, run, tiny_run
 
 
 @pytest.fixture(scope="module")
 def relabelled(tmp_path_factory):
     """A tiny run, and its catalogue with two colours it never saw and one blank colour."""
-    folder = tmp_path_factory.mktemp("unseen")
-    data = make_catalogue(folder / "cat", n=40, size=32, seed=5)
-    run_dir = tiny_finetune(data, folder / "run", folder / "cache")
+    data, run_dir, cache = tiny_run(tmp_path_factory.mktemp("unseen"), n=40, seed=5)
     frame = pd.read_csv(data, dtype=str)
     frame.loc[[0, 3], "baseColour"] = "Teal"
     frame.loc[5, "baseColour"] = "Ochre"
     frame.loc[7, "baseColour"] = None
     frame.to_csv(data.parent / "relabelled.csv", index=False)
-    return run_dir, data.parent / "relabelled.csv", folder / "cache"
+    return run_dir, data.parent / "relabelled.csv", cache
 
 
 def test_predict_counts_and_names_label_values_the_run_never_saw(tmp_path, relabelled, caplog):
@@ -31,7 +28,7 @@ def test_predict_counts_and_names_label_values_the_run_never_saw(tmp_path, relab
     color = json.loads((tmp_path / "p" / "metrics.json").read_text())["attributes"]["color"]
     assert color["unknown_values"] == {"Teal": 2, "Ochre": 1} and color["unknown_labels"] == 3
     assert color["missing_labels"] == 1 and color["n"] == 40 - 4
-    warnings = [r.getMessage() for r in caplog.records if r.name == "clipft.reporting.review"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "clipft.reporting.results"]
     assert warnings == [f"color: 3 label(s) are not classes of {run_dir / 'labeller.json'}: color, left out of the "
                         f"metrics: 'Teal' x2, 'Ochre' x1"]
 

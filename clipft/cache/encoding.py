@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..catalogue import BadImage, Catalogue, CatalogueError, ImageFiles, bad_images_message, check_images, collate_decoded
+from ..catalogue import BadImage, BadImagesError, Catalogue, ImageFiles, check_images, collate_decoded
 from ..distributed import all_gather_objects, barrier, current_world
 from ..precision import cache_tag, prepared_encoder
 from .store import EmbeddingStore, default_cache_dir
@@ -228,7 +228,8 @@ def encode_catalogue(model, preprocess, catalogue: Catalogue, skip_bad: bool = F
     """Encode every photo of a catalogue (through the cache).
 
     Missing files stop the run before any work; photos that fail to decode stop it after the
-    pass (the good embeddings are cached by then), unless ``skip_bad`` is set.
+    pass (the good embeddings are cached by then), unless ``skip_bad`` is set: either way with
+    a :class:`~clipft.catalogue.BadImagesError` listing them.
     """
     check_images(catalogue, skip_bad)
     candidates = np.setdiff1d(np.arange(len(catalogue)), np.array([b.row for b in catalogue.missing], dtype=int))
@@ -238,7 +239,7 @@ def encode_catalogue(model, preprocess, catalogue: Catalogue, skip_bad: bool = F
     undecodable = [BadImage(int(candidates[i]), catalogue.lines[candidates[i]], catalogue.image_name(int(candidates[i])),
                             reason) for i, reason in sorted(encoding.failed.items())]
     if undecodable and not skip_bad:
-        raise CatalogueError(bad_images_message(catalogue.source, undecodable))
+        raise BadImagesError(catalogue.source, undecodable)
     skipped = sorted(catalogue.missing + undecodable, key=lambda b: b.row)
     return CatalogueEncoding(candidates[encoding.ok], encoding.embeddings[encoding.ok], skipped, encoding.encoded)
 

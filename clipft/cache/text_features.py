@@ -1,6 +1,6 @@
 """Where training and evaluation get text embeddings from (captions, prompts, titles).
 
-The text-side twin of :mod:`clipft.image_features`: with a Hugging Face text tower whose
+The text-side twin of :mod:`clipft.cache.image_features`: with a Hugging Face text tower whose
 transformer is locked, only the projection trains, so each string's pooled transformer output
 is computed once (memoised, and cached on disk when a cache folder is given) and every step
 runs the projection alone. Alignment and learning curves see thousands of titles and prompts

@@ -15,8 +15,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from ..applicability import applies
 from ..catalogue import to_rgb
 from ..labeller import Labeller
+from ..reporting.results import label_status
 from ..shipped import shipped_names
 from .sample_data import make_catalogue
 
@@ -40,15 +42,22 @@ def open_photo(path: str | os.PathLike) -> Image.Image:
 
 def label_photo(labeller: Labeller, photo: Image.Image, title: str | None = None, top: int = TOP) -> pd.DataFrame:
     """Per attribute, its ``top`` values (best first) with calibrated probabilities; the best
-    one's status: auto (its confidence reaches the run's threshold) or review."""
+    one's status: auto (its confidence reaches the run's threshold), review, or n/a (the
+    attribute does not apply to what the photo shows, by the labeller's own predictions)."""
     proba = labeller.predict_proba([photo], [title or None])
+    predicted = {a: labeller.heads[a].classes[p.argmax(axis=1)] for a, p in proba.items()}
+    applying = applies([h.spec for h in labeller.heads.values()], None, [0], predicted)
     rows = []
     for attribute, p in proba.items():
         head, p = labeller.heads[attribute], p[0]
-        for rank, index in enumerate(np.argsort(-p)[:top]):
-            status = ("auto" if p[index] >= head.calibration.threshold else "review") if rank == 0 else ""
+        if not applying[attribute][0]:  # e.g. a lid on a t-shirt: the attribute does not apply
+            rows.append({"attribute": attribute, "rank": 1, "value": "", "probability": float("nan"), "status": "n/a"})
+            continue
+        best = np.argsort(-p)[:top]
+        status = label_status(head, head.classes[best[:1]], p[best[:1]], np.ones(1, dtype=bool))[0]
+        for rank, index in enumerate(best):
             rows.append({"attribute": attribute, "rank": rank + 1, "value": str(head.classes[index]),
-                         "probability": float(p[index]), "status": status})
+                         "probability": float(p[index]), "status": status if rank == 0 else ""})
     return pd.DataFrame(rows)
 
 
@@ -59,7 +68,8 @@ def results_html(table: pd.DataFrame, source: str) -> str:
     for row in table.itertuples():
         value = f"<b>{html.escape(row.value)}</b>" if row.rank == 1 else html.escape(row.value)
         lines.append(f'<tr class="rank{row.rank}"><td>{html.escape(row.attribute) if row.rank == 1 else ""}</td>'
-                     f"<td>{value}</td><td>{row.probability:.3f}</td><td>{row.status}</td></tr>")
+                     f"<td>{value}</td><td>{'' if row.status == 'n/a' else f'{row.probability:.3f}'}</td>"
+                     f"<td>{row.status}</td></tr>")
     return "\n".join(lines + ["</table>"])
 
 

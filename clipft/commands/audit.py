@@ -9,12 +9,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..audit import audit_features, label_issues
+from ..applicability import training_labels
+from ..audit import label_issues, multilabel_issues
 from ..catalogue import CatalogueSource
 from ..fileio import atomic_write, output_folder, write_json
 from ..fusion import batched_parts
 from ..metrics import check_labels
+from ..multilabel import check_multi_labels
+from ..precision import encoding_precision, resolve_precision
 from ..reporting.plots import plot_contact_sheet
+from ..scoring import EncodeOptions
 from .predict import load_labeller, title_column_for
 
 log = logging.getLogger(__name__)
@@ -25,8 +29,13 @@ def audit_attribute(labeller, name: str, catalogue, features, rows: np.ndarray, 
     """(suspect labels, summary) of one attribute; an attribute with no labelled product among
     ``rows`` has nothing to audit and says so."""
     head = labeller.heads[name]
-    labels = catalogue.frame[head.spec.column].to_numpy(dtype=object)[rows]
-    known = check_labels(labels, head.spec.classes).known
+    # out-of-list values as the 'other' class; no label where the catalogue says the attribute does not apply
+    labels = training_labels(head.spec, [h.spec for h in labeller.heads.values()], catalogue.frame)[rows]
+    if head.spec.multi:
+        labels, check = check_multi_labels(labels, head.spec.classes, head.spec.separator)
+        known = check.known
+    else:
+        known = check_labels(labels, head.spec.classes).known
     if not known.any():
         log.warning("%s: no product has a %s label among the classes of %s: nothing to audit",
                     catalogue.source, head.spec.column, name)
@@ -34,9 +43,13 @@ def audit_attribute(labeller, name: str, catalogue, features, rows: np.ndarray, 
         summary = {"audited": 0, "left_out_rare_classes": 0, "classes": 0, "issues": 0}
     else:
         parts = batched_parts(features, rows[known], labeller.batch_size)
-        X = audit_features(head, parts, labeller.inputs)
-        issues, summary = label_issues(np.asarray(catalogue.ids, dtype=object)[rows[known]], labels[known].astype(str),
-                                       X, folds, seed)
+        X = head.features(parts, labeller.inputs)  # what the head scores: cross-validated on it
+        ids = np.asarray(catalogue.ids, dtype=object)[rows[known]]
+        if head.spec.multi:
+            issues, summary = multilabel_issues(ids, labels[known], X, head.spec.classes, head.spec.separator, folds,
+                                                seed)
+        else:
+            issues, summary = label_issues(ids, labels[known].astype(str), X, folds, seed)
     return issues.assign(attribute=name, column=head.spec.column), summary
 
 
@@ -50,16 +63,17 @@ def _contact_sheet(issues: pd.DataFrame, catalogue, name: str, top: int, path: P
                        f"{name}: top suspects (given -> suggested)", path)
 
 
-def run_audit(run: str | Path, source: CatalogueSource, out: str | Path, attributes=None, folds: int = 5,
-              skip_bad: bool = False, batch_size: int = 64, workers: int = 0, cache_dir=None, device: str = "auto",
-              top: int = 24, progress: bool = True) -> tuple[pd.DataFrame, dict]:
+def run_audit(run: str | Path, source: CatalogueSource, out: str | Path, options: EncodeOptions = EncodeOptions(),
+              attributes=None, folds: int = 5, top: int = 24, progress: bool = True) -> tuple[pd.DataFrame, dict]:
     """Audit every labelled attribute of the catalogue; writes label_issues.csv, suspects_<attribute>.png
     and summary.json into ``out``, together, when the audit succeeds."""
-    labeller = load_labeller(run, device, cache_dir, attributes)
+    labeller = load_labeller(run, options.device, options.cache_dir, attributes)
     with output_folder(out, ("label_issues.csv", "summary.json"), previous=("suspects_*.png",)) as stage:
         source.title_column = title_column_for(source, labeller)
         catalogue = source.load()
-        features, rows, _, _ = labeller.catalogue_features(catalogue, skip_bad, batch_size, workers, progress)
+        with encoding_precision(resolve_precision(options.precision, labeller.device)):
+            features, rows, _, _ = labeller.catalogue_features(catalogue, options.skip_bad, options.batch_size,
+                                                               options.workers, progress)
         tables, summary = [], {}
         for name, head in labeller.heads.items():
             if head.spec.column not in catalogue.frame.columns:

@@ -9,7 +9,6 @@ curve.csv at once, and a rerun skips the points that are there (resume).
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ..applicability import training_labels
 from ..fileio import atomic_write
 from ..metrics import classification_metrics, majority_class_metrics
 from ..probe import fit_probe, probe_features
@@ -87,20 +87,21 @@ class CurvePoints:
     def score(self, spec, captions: str, priors: dict | None = None) -> dict:
         """Test metrics of the current weights, the fusion weight chosen on validation."""
         run = self.run
+        batch_size = run.cfg.runtime.eval_batch_size
         weights = tuned_title_weights(run.model, self.features, self.text_fn, [spec], self.targets["val"], captions,
-                                      run.cfg.eval_batch_size, priors) if run.cfg.tune_title_weight else {}
+                                      batch_size, priors) if run.cfg.eval.tune_title_weight else {}
         return evaluate(run.model, self.features, self.text_fn, [spec], self.targets["test"], captions,
-                        run.cfg.eval_batch_size, weights=weights, priors=priors)[spec.attribute]
+                        batch_size, weights=weights, priors=priors)[spec.attribute]
 
     def fine_tune(self, spec, task, captions: str, seed: int) -> dict:
         run = self.run
         self.reset()
-        priors = training_priors([task]) if run.cfg.prior_correction else {}
+        priors = training_priors([task]) if run.cfg.eval.prior_correction else {}
         result = fit(run.model, [task], self.features, self.text_fn,
                      lambda: evaluate(run.model, self.features, self.text_fn, [spec], self.targets["val"], captions,
-                                      run.cfg.eval_batch_size, priors=priors, calibrated=run.cfg.calibrated_val_loss),
-                     dataclasses.replace(run.cfg, seed=seed, captions=captions), None, run.frozen_modules, run.device,
-                     progress=False)
+                                      run.cfg.runtime.eval_batch_size, priors=priors,
+                                      calibrated=run.cfg.eval.calibrated_val_loss),
+                     run.cfg.optim, seed, None, run.frozen_modules, run.device, progress=False)
         run.model.load_state_dict(result.best_state, strict=False)
         run.model.eval()
         return self.score(spec, captions, priors)
@@ -110,8 +111,8 @@ class CurvePoints:
             return None  # a classifier needs two classes
         if spec.attribute not in self.probe_inputs:
             self.reset()
-            labelled = attribute_task(spec, self.run.catalogue.frame[spec.column], self.run.rows["train"], False,
-                                      None, 0).rows
+            labels = training_labels(spec, self.run.specs, self.run.catalogue.frame)
+            labelled = attribute_task(spec, labels, self.run.rows["train"], False, None, 0).rows
             val, test = self.targets["val"], self.targets["test"]
             self.probe_inputs[spec.attribute] = (
                 {r: i for i, r in enumerate(labelled)}, probe_features(self.features, labelled, self.run.inputs),
@@ -163,7 +164,8 @@ def run_curve(cfg: FinetuneCfg, out_dir: str | Path, sizes=DEFAULT_SIZES, seeds=
     for spec, method, size, seed in bar:
         bar.set_postfix_str(f"{spec.attribute} {method} size={size_name(size)} seed={seed}")
         captions = METHODS[method]
-        task = attribute_task(spec, frame[spec.column], run.rows["train"], captions == "template", size, seed)
+        labels = training_labels(spec, run.specs, frame)
+        task = attribute_task(spec, labels, run.rows["train"], captions == "template", size, seed)
         started = time.perf_counter()
         metrics = points.linear_probe(spec, task, seed) if captions is None else points.fine_tune(spec, task, captions, seed)
         if metrics is not None:

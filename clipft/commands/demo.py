@@ -15,30 +15,34 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..training.config import FinetuneCfg
-from ..fileio import atomic_write
-from .finetune import run_finetune
-from .predict import run_predict
 from ..catalogue import CatalogueSource
+from ..fileio import atomic_write
 from ..reporting.html_report import write_report
 from ..reporting.plots import plot_comparison
 from ..reporting.tables import model_label
+from ..scoring import EncodeOptions
+from ..training.config import CatalogueCfg, EvalCfg, FinetuneCfg, OptimCfg, RuntimeCfg, SplitCfg, TaskCfg, TowersCfg
+from .finetune import run_finetune
+from .predict import run_predict
 from .sample_data import make_catalogue
 
-PROMPTS = ("color", "sleeve", "lid")
+PROMPTS = ("color", "colours", "sleeve", "lid")  # colours: several values on two-colour products
 
 
 def demo_configs(data: Path, prompts_dir: Path | None, seed: int, shots: int, cache_dir,
                  model: str = "lite0-minilm") -> tuple[FinetuneCfg, FinetuneCfg]:
     """``prompts_dir``: a folder with the demo's prompt files (None: the shipped ones)."""
     prompts = [str(prompts_dir / f"{name}.yaml") if prompts_dir else name for name in PROMPTS]
-    # The fashion recipe (configs/align-lite0-minilm.yaml), with epochs and batches sized for a small catalogue.
-    align = FinetuneCfg(data=str(data), prompts=prompts, captions="title", hard_negatives=True, model=model,
-                        lock_image=True, lock_text=True, epochs=8, batch_size=64, lr_head=2e-3, warmup_steps=10,
-                        wise_alphas=[1.0], seed=seed, cache_dir=cache_dir)
+    # The shipped alignment recipe (clipft/resources/configs/align-lite0-minilm.yaml), with epochs and batches sized for a small catalogue.
+    align = FinetuneCfg(catalogue=CatalogueCfg(data=str(data), prompts=prompts),
+                        towers=TowersCfg(model=model, lock_image=True, lock_text=True),
+                        task=TaskCfg(captions="title", hard_negatives=True),
+                        optim=OptimCfg(epochs=8, batch_size=64, lr_head=2e-3, warmup_steps=10),
+                        eval=EvalCfg(wise_alphas=[1.0]), runtime=RuntimeCfg(seed=seed, cache_dir=cache_dir))
     # Photos only: the generated titles name every attribute, so fusion would make the demo trivial.
-    finetune = replace(align, captions="label", inputs="image", hard_negatives=False, lock_text=False, shots=shots, epochs=10,
-                       batch_size=32, lr=2e-5, lr_head=5e-4, wise_alphas=[0.0, 0.25, 0.5, 0.75, 1.0])
+    finetune = replace(align, split=SplitCfg(shots=shots), towers=replace(align.towers, lock_text=False),
+                       task=TaskCfg(captions="label", inputs="image"),
+                       optim=OptimCfg(epochs=10, batch_size=32, lr=2e-5, lr_head=5e-4, warmup_steps=10), eval=EvalCfg())
     return align, finetune
 
 
@@ -61,8 +65,9 @@ def run_demo(out_dir, prompts_dir=None, n: int = 600, shots: int = 8, seed: int 
     data = make_catalogue(out / "catalogue", n=n, size=128, seed=seed)
     align_cfg, finetune_cfg = demo_configs(data, Path(prompts_dir) if prompts_dir else None, seed, shots, cache_dir, model)
     aligned = run_finetune(align_cfg, out / "align", progress=progress)
-    finetune_cfg = replace(finetune_cfg, pretrained=str(out / "align" / "best.pt"),
-                           splits_from=str(out / "align" / "splits.csv"))
+    aligned_towers = replace(finetune_cfg.towers, pretrained=str(out / "align" / "best.pt"))
+    finetune_cfg = replace(finetune_cfg, towers=aligned_towers,
+                           split=replace(finetune_cfg.split, splits_from=str(out / "align" / "splits.csv")))
     tuned = run_finetune(finetune_cfg, out / "finetune", progress=progress)
 
     table = demo_table(aligned.comparison, tuned.comparison, shots)
@@ -70,7 +75,7 @@ def run_demo(out_dir, prompts_dir=None, n: int = 600, shots: int = 8, seed: int 
         table.to_csv(f, index=False)
     plot_comparison(table, out / "comparison.png", title=f"Demo: test split of {n} generated products")
     review = run_predict(out / "finetune", CatalogueSource(str(held_out(data, out / "finetune" / "splits.csv"))),
-                         out / "predict", cache_dir=cache_dir, progress=progress)
+                         out / "predict", EncodeOptions(cache_dir=cache_dir), progress=progress)
     write_report([out / "align", out / "finetune", out / "predict"], out / "report.html")
     return table, review
 

@@ -18,16 +18,18 @@ def user_error_types() -> tuple[type[Exception], ...]:
     from ..cache.store import CacheError
     from ..catalogue import CatalogueError
     from ..fileio import OutputError
-    from ..labeller import LabellerError
+    from ..labeller_files import LabellerError
     from ..models import ModelLoadError
     from ..precision import PrecisionError
     from ..prompts import PromptFileError
     from ..reporting.html_report import ReportError
     from ..training.config import ConfigError
+    from ..training.loop import TrainingDiverged
     from ..training.tasks import UntrainableError
+    from .serve import ServeError
 
     return (PromptFileError, CatalogueError, ModelLoadError, ConfigError, LabellerError, CacheError, OutputError,
-            UntrainableError, ReportError, PrecisionError, FileNotFoundError)
+            UntrainableError, TrainingDiverged, ReportError, PrecisionError, ServeError, FileNotFoundError)
 
 
 @contextlib.contextmanager

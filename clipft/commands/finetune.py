@@ -10,20 +10,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..applicability import training_labels
 from ..catalogue import CatalogueError
 from ..distributed import current_world
 from ..fileio import atomic_write, write_json
-from ..labeller import Head
+from ..heads import PromptHead
+from ..labeller_files import save_labeller
 from ..metrics import majority_class_metrics
 from ..reporting.plots import plot_training_curves
-from ..training.checkpoint import load_weights
-from ..training.config import FinetuneCfg
+from ..training.checkpoint import RunCheckpoints, load_weights
+from ..training.config import FinetuneCfg, flat_config
 from ..training.evaluation import evaluate, tuned_title_weights
 from ..training.loop import fit
 from ..training.tasks import Task, attribute_task, check_trainable, swap_vocabulary, title_task, training_priors
 from ..training.weights import wise_ft
-from .prepare import PreparedRun, prepare_run
-from .save_labeller import save_labeller
+from .prepare import PreparedRun, label_test_split, prepare_run
 
 COMPARISON_COLUMNS = ["attribute", "model", "alpha", "titles", "accuracy", "macro_f1", "n", "title_weight"]
 
@@ -51,15 +52,18 @@ class Candidate:
 
 
 def build_tasks(run: PreparedRun) -> list[Task]:
-    cfg, catalogue = run.cfg, run.catalogue
-    if cfg.captions == "title":
-        tasks = [title_task(run.titles, run.rows["train"], swap_vocabulary(run.specs) if cfg.hard_negatives else ())]
+    captions, catalogue = run.cfg.task.captions, run.catalogue
+    if captions == "title":
+        negatives = swap_vocabulary(run.specs) if run.cfg.task.hard_negatives else ()
+        tasks = [title_task(run.titles, run.rows["train"], negatives)]
     else:
-        tasks = [attribute_task(spec, catalogue.frame[spec.column], run.rows["train"], cfg.captions == "template",
-                                cfg.shots, cfg.seed) for spec in run.specs if spec.column in catalogue.frame.columns]
+        tasks = [attribute_task(spec, training_labels(spec, run.specs, catalogue.frame), run.rows["train"], captions == "template",
+                                run.cfg.split.shots, run.cfg.runtime.seed)
+                 for spec in run.specs if spec.column in catalogue.frame.columns]
     tasks = [t for t in tasks if len(t.rows)]
     if not tasks:
-        raise CatalogueError(f"{catalogue.source}: no training examples (labels of {', '.join(cfg.prompts)} "
+        raise CatalogueError(f"{catalogue.source}: no training examples (labels of "
+                             f"{', '.join(run.cfg.catalogue.prompts)} "
                              f"or titles) in the train split")
     check_trainable(tasks, len(run.rows["val"]), catalogue.source)
     return tasks
@@ -76,21 +80,21 @@ class RunScorer:
     def __call__(self, split: str, captions: str | None = None, features=None, weights=None, priors=None) -> dict:
         cfg = self.run.cfg
         return evaluate(self.run.model, features or self.features, self.text_fn, self.run.specs, self.targets[split],
-                        captions or cfg.captions, cfg.eval_batch_size, with_title_loss=cfg.captions == "title",
-                        weights=weights, priors=self.priors if priors is None else priors,
-                        calibrated=cfg.calibrated_val_loss)
+                        captions or cfg.task.captions, cfg.runtime.eval_batch_size,
+                        with_title_loss=cfg.task.captions == "title", weights=weights,
+                        priors=self.priors if priors is None else priors, calibrated=cfg.eval.calibrated_val_loss)
 
     def title_weights(self, captions: str, priors: dict) -> dict[str, float]:
-        if not self.run.cfg.tune_title_weight:
+        if not self.run.cfg.eval.tune_title_weight:
             return {}
         return tuned_title_weights(self.run.model, self.features, self.text_fn, self.run.specs, self.targets["val"],
-                                   captions, self.run.cfg.eval_batch_size, priors)
+                                   captions, self.run.cfg.runtime.eval_batch_size, priors)
 
 
 def wise_ft_scan(run: PreparedRun, score: RunScorer, best: dict) -> tuple[pd.DataFrame, float]:
     """Validation loss and accuracy of each WiSE-FT alpha; the alpha with the lowest loss."""
     rows = []
-    for alpha in run.cfg.wise_alphas:
+    for alpha in run.cfg.eval.wise_alphas:
         run.model.load_state_dict(wise_ft(run.zeroshot_state, best, alpha))
         val = score("val")
         rows.append({"alpha": alpha, "val_loss": val["loss"],
@@ -102,14 +106,14 @@ def wise_ft_scan(run: PreparedRun, score: RunScorer, best: dict) -> tuple[pd.Dat
 def candidates(run: PreparedRun, best: dict, alpha: float, priors: dict) -> list[Candidate]:
     """Zero-shot (prompt ensembles), the fine-tuned model, and the WiSE-FT model when its
     alpha is neither end. Title runs align a model: both are zero-shot, before and after."""
-    cfg = run.cfg
-    if cfg.captions == "title":
+    captions = run.cfg.task.captions
+    if captions == "title":
         return [Candidate("zero-shot before alignment", 0.0, run.zeroshot_state, "template"),
                 Candidate("aligned zero-shot", 1.0, best, "template")]
     out = [Candidate("zero-shot", 0.0, run.zeroshot_state, "template"),
-           Candidate("fine-tuned", 1.0, best, cfg.captions, priors)]
+           Candidate("fine-tuned", 1.0, best, captions, priors)]
     if alpha != 1.0:
-        out.append(Candidate("wise-ft", alpha, wise_ft(run.zeroshot_state, best, alpha), cfg.captions, priors))
+        out.append(Candidate("wise-ft", alpha, wise_ft(run.zeroshot_state, best, alpha), captions, priors))
     return out
 
 
@@ -148,11 +152,11 @@ def save_run_labeller(run: PreparedRun, out: Path, score: RunScorer, chosen: Can
     aligned model) as a labeller, each attribute scored with the captions and title weight
     the test comparison used."""
     run.model.load_state_dict(chosen.state)
-    heads = {s.attribute: Head(s, chosen.captions, weights.get(s.attribute, run.cfg.title_weight),
+    heads = {s.attribute: PromptHead(s, chosen.captions, weights.get(s.attribute, run.cfg.task.title_weight),
                                log_prior=chosen.priors.get(s.attribute)) for s in run.specs}
     save_labeller(out, "finetune", run.model, score.text_fn, heads, score.features, score.targets["val"],
-                  run.cfg.eval_batch_size,
-                  {"model": run.cfg.model, "title_column": run.catalogue.title_column,
+                  run.cfg.runtime.eval_batch_size,
+                  {"model": run.cfg.towers.model, "title_column": run.catalogue.title_column,
                    "reproduces": {"file": "comparison.csv", "model": chosen.model, "alpha": chosen.alpha,
                                   "titles": "present"}})
 
@@ -182,13 +186,13 @@ def run_finetune(cfg: FinetuneCfg, out_dir: str | Path, progress: bool = True) -
     world = current_world()
     if world.main:
         write_json(out / "labels.json", {t.name: dict(Counter(map(str, t.labels)).most_common()) for t in tasks}
-                   if cfg.captions != "title" else {"title": len(tasks[0].rows)})
+                   if cfg.task.captions != "title" else {"title": len(tasks[0].rows)})
     text_fn = run.text_fn()
-    priors = training_priors(tasks) if cfg.prior_correction else {}
+    priors = training_priors(tasks) if cfg.eval.prior_correction else {}
     score = RunScorer(run, text_fn, run.product_features(text_fn), priors)
     train_features = run.product_features(text_fn, train=True)
-    result = fit(run.model, tasks, train_features, text_fn, lambda: score("val"), cfg, out, run.frozen_modules,
-                 run.device, progress)
+    result = fit(run.model, tasks, train_features, text_fn, lambda: score("val"), cfg.optim, cfg.runtime.seed,
+                 RunCheckpoints(out, flat_config(cfg)), run.frozen_modules, run.device, progress)
     if not world.main:
         return None
     best = load_weights(out / "best.pt")
@@ -196,6 +200,7 @@ def run_finetune(cfg: FinetuneCfg, out_dir: str | Path, progress: bool = True) -
     models = candidates(run, best, best_alpha, priors)
     test_rows, chosen = compare_on_test(run, score, models)
     save_run_labeller(run, out, score, models[-1], chosen[models[-1].model])
+    label_test_split(run, out)
     run.model.load_state_dict(best)
     comparison = pd.DataFrame(test_rows + majority_rows(score, run.specs), columns=COMPARISON_COLUMNS)
     comparison = comparison.sort_values(["attribute", "model"], kind="stable").reset_index(drop=True)

@@ -3,7 +3,9 @@ sleeves, mugs and pans with or without a lid, in known colours, with titles. It 
 quick start, the demo and the tests run anywhere, with no download and no licence question.
 
 Columns follow the fashion catalogue's names (``baseColour``, ``articleType``) so the shipped
-prompt files read both; ``sleeve`` and ``lid`` are empty where they do not apply.
+prompt files read both; ``sleeve`` and ``lid`` are empty where they do not apply. About one
+product in six has a stripe of a second colour: ``colours`` holds both (``Black|White``, for the
+multi-valued ``colours.yaml``), ``baseColour`` the main one.
 """
 from __future__ import annotations
 
@@ -90,6 +92,17 @@ def draw_product(kind: str, colour: str, sleeve: str | None, lid: str | None, si
     return Image.fromarray(np.clip(np.asarray(img, dtype=np.float32) + noise, 0, 255).astype(np.uint8))
 
 
+TWO_COLOUR_SHARE = 1 / 6
+
+
+def add_stripe(img: Image.Image, colour: str, rng) -> Image.Image:
+    """A band of a second colour across the middle of the product."""
+    d = ImageDraw.Draw(img)
+    size = img.size[0]
+    d.rectangle([0.3 * size, 0.5 * size, 0.7 * size, 0.62 * size], fill=_jitter(rng, COLOURS[colour]))
+    return img
+
+
 def _title(kind: str, colour: str, sleeve: str | None, lid: str | None, brand: str, code: str) -> str:
     # A style code keeps titles unique, as in real catalogues: identical titles mean one product group.
     if kind == "Tshirts":
@@ -103,6 +116,7 @@ def make_catalogue(out_dir: str | os.PathLike, n: int = 240, size: int = 128, se
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     rng = np.random.default_rng(seed)
+    stripes = np.random.default_rng([seed, 1])  # its own stream: the one-colour products stay as they were
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     colours = list(COLOURS)
@@ -114,8 +128,12 @@ def make_catalogue(out_dir: str | os.PathLike, n: int = 240, size: int = 128, se
         lid = LIDS[rng.integers(len(LIDS))] if kind != "Tshirts" else None
         brand = BRANDS[rng.integers(len(BRANDS))]
         image = f"images/{i:05d}.jpg"
+        photo = draw_product(kind, colour, sleeve, lid, size, rng)
+        second = colours[stripes.integers(len(colours))] if stripes.random() < TWO_COLOUR_SHARE else colour
+        if second != colour:
+            photo = add_stripe(photo, second, stripes)
         with atomic_write(out / image, "wb") as f:
-            draw_product(kind, colour, sleeve, lid, size, rng).save(f, format="JPEG", quality=92)
+            photo.save(f, format="JPEG", quality=92)
         rows.append(
             {
                 "id": f"{i:05d}",
@@ -123,6 +141,7 @@ def make_catalogue(out_dir: str | os.PathLike, n: int = 240, size: int = 128, se
                 "title": _title(kind, colour, sleeve, lid, brand, f"ST-{i:05d}"),
                 "articleType": kind,
                 "baseColour": colour,
+                "colours": "|".join(c for c in colours if c in (colour, second)),
                 "sleeve": sleeve,
                 "lid": lid,
             }

@@ -23,6 +23,7 @@ from PIL import Image
 from ..catalogue import to_rgb
 from ..fileio import INCOMPLETE_FILE, atomic_write
 from ..photo_download import is_url
+from .scoring_outputs import TEST_FOLDER
 from .tables import labels_needed, model_label
 
 log = logging.getLogger(__name__)
@@ -263,10 +264,20 @@ def _mistake_figure(run: RunFolder, roots: list[Path], row) -> str:
             f"<figcaption>{caption}</figcaption></figure>")
 
 
+def test_split_html(run: RunFolder) -> str:
+    """A trained run's test split as its own labeller labelled it (``test/``, written by
+    finetune and probe): metrics, confusion matrices, risk-coverage and the mistakes gallery."""
+    if run.kind not in ("finetune", "probe") or not (run.path / TEST_FOLDER / "metrics.json").is_file():
+        return ""
+    split = open_run(run.path / TEST_FOLDER)
+    return (f"<h3>Test split, labelled by the run's labeller</h3>{table_html(headline(split))}"
+            f"{plots_html(split)}{gallery_html(split)}")
+
+
 def run_section(run: RunFolder) -> str:
     return (f'<section class="run"><h2>{html.escape(run.name)} <small>({run.kind})</small></h2>'
             f"<p>{html.escape(str(run.path))}</p><h3>Results</h3>{table_html(headline(run))}"
-            f"<h3>Plots</h3>{plots_html(run)}{gallery_html(run)}</section>")
+            f"<h3>Plots</h3>{plots_html(run)}{gallery_html(run)}{test_split_html(run)}</section>")
 
 
 def write_report(run_dirs, out: str | Path) -> Path:

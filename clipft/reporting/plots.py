@@ -36,6 +36,24 @@ def plot_confusion_matrix(y_true, y_pred, title: str, path: str | os.PathLike) -
     save_figure(fig, path)
 
 
+def plot_risk_coverage(curves: dict, path: str | os.PathLike) -> None:
+    """Accuracy of the auto-labelled part against coverage, per attribute (``curves``: attribute
+    -> (confidence, correct, auto) per product), with each attribute's operating point."""
+    from ..calibration import risk_coverage
+
+    fig, ax = subplots(figsize=(6.5, 4.5))
+    for name, (confidence, correct, auto) in curves.items():
+        coverage, accuracy = risk_coverage(confidence, correct)
+        line, = ax.plot(coverage, accuracy, label=name)
+        if auto.any():
+            ax.plot([auto.mean()], [correct[auto].mean()], "o", color=line.get_color())
+    ax.set(xlabel="coverage (share of products auto-labelled)", ylabel="accuracy of the auto-labelled part",
+           title="Risk-coverage (dots: the chosen thresholds)", ylim=(0, 1.01), xlim=(0, 1))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
 def plot_training_curves(history, path: str | os.PathLike) -> None:
     """Loss per epoch (train and validation) and the validation metrics, from metrics.csv rows."""
     fig, (left, right) = subplots(1, 2, figsize=(11, 4))

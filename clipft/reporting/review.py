@@ -1,44 +1,33 @@
-"""What ``clipft predict`` writes: predictions with a status (auto-accepted or sent to a person),
-the review queue, its Label Studio import file, and, on labelled catalogues, how many labels
-were auto-accepted and how accurate they were (a risk-coverage curve per attribute)."""
+"""The review queue of a calibrated labeller's outputs: every label sent to a person
+(review.csv), the same queue as Label Studio tasks with the model's pre-annotations, and the
+labelling interface they open in."""
 from __future__ import annotations
 
+import base64
+import io
 import logging
-from collections import Counter
+import os
+from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import quote
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
-from ..calibration import risk_coverage
-from ..catalogue import Catalogue
+from ..catalogue import Catalogue, CatalogueError
 from ..fileio import atomic_write, write_json
-from ..metrics import check_labels
 from ..photo_download import is_url
-from .plots import save_figure, subplots
-from .results import ConfidentMistakes, left_out_labels, top_k, unknown_labels_message
+from .results import TOP_K
 
 log = logging.getLogger(__name__)
-
-
-def predicted_frame(catalogue: Catalogue, rows: np.ndarray, proba: dict, heads: dict) -> pd.DataFrame:
-    """id, then per attribute: value, calibrated probability, top 3, and status auto / review."""
-    columns = {"id": [catalogue.ids[r] for r in rows]}
-    for name, p in proba.items():
-        head = heads[name]
-        best = p.argmax(axis=1)
-        confidence = p[np.arange(len(best)), best]
-        columns[name] = head.classes[best]
-        columns[f"{name}_prob"] = np.round(confidence, 4)
-        columns[f"{name}_top3"] = top_k(p, head.classes)
-        columns[f"{name}_status"] = np.where(confidence >= head.calibration.threshold, "auto", "review")
-    return pd.DataFrame(columns)
+PRODUCT_FIELD = "clipft_id"  # the task data field naming the product (import-labels keys answers by it)
 
 
 def review_frame(catalogue: Catalogue, rows: np.ndarray, predicted: pd.DataFrame, heads: dict) -> pd.DataFrame:
     """One row per (product, attribute) sent to review: id, image, title, attribute, the
-    predicted value, its probability and top 3."""
+    predicted value, its probability and top 3 (``predicted``: :func:`predictions_frame`'s rows)."""
     titles, parts = catalogue.titles(), []
     for name, head in heads.items():
         mine = np.flatnonzero(predicted[f"{name}_status"].to_numpy() == "review")
@@ -46,114 +35,121 @@ def review_frame(catalogue: Catalogue, rows: np.ndarray, predicted: pd.DataFrame
             "id": predicted["id"].to_numpy()[mine], "image": [catalogue.image_name(rows[i]) for i in mine],
             "title": [titles[rows[i]] for i in mine], "attribute": name, "column": head.spec.column,
             "predicted": predicted[name].to_numpy()[mine], "probability": predicted[f"{name}_prob"].to_numpy()[mine],
-            "top3": predicted[f"{name}_top3"].to_numpy()[mine]}))
+            "top3": predicted[f"{name}_top{TOP_K}"].to_numpy()[mine]}))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-class ReviewResults:
-    """True labels, predictions, confidences and statuses of the labelled attributes, gathered
-    chunk by chunk, and the labels left out of them (blank, or not a class the run knows)."""
+LOCAL_FILES = "/data/local-files/?d="  # where Label Studio serves files under its document root
+EMBED_LIMIT = 500  # tasks: beyond it embedded photos make an export too large for Label Studio to import well
+THUMBNAIL = 256  # pixels, the longer side of an embedded photo
 
-    def __init__(self, heads: dict):
-        self.heads = heads
-        self.entries: dict[str, dict[str, list]] = {}
-        self.missing_labels: Counter = Counter()  # attribute -> blank labels
-        self.unknown_values: dict[str, Counter] = {}  # attribute -> label values that are not its classes
-        self.mistakes = ConfidentMistakes()
 
-    def add(self, catalogue: Catalogue, rows: np.ndarray, predicted: pd.DataFrame) -> None:
-        for name, head in self.heads.items():
-            if head.spec.column not in catalogue.frame.columns:
-                continue
-            labels = catalogue.frame[head.spec.column].to_numpy(dtype=object)[rows]
-            check = check_labels(labels, head.spec.classes)
-            known = check.known
-            self.missing_labels[name] += check.missing
-            self.unknown_values.setdefault(name, Counter()).update(check.unknown)
-            entry = self.entries.setdefault(name, {"y": [], "pred": [], "conf": [], "auto": []})
-            entry["y"].append(labels[known].astype(str))
-            entry["pred"].append(predicted[name].to_numpy()[known].astype(str))
-            entry["conf"].append(predicted[f"{name}_prob"].to_numpy()[known])
-            entry["auto"].append(predicted[f"{name}_status"].to_numpy()[known] == "auto")
-            self.mistakes.add(name, predicted["id"].to_numpy()[known], catalogue, rows[known],
-                              entry["y"][-1], entry["pred"][-1], entry["conf"][-1])
+class PhotoReferenceError(CatalogueError):
+    """A photo that the chosen Label Studio set-up cannot show (outside --document-root)."""
 
-    def arrays(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        entry = {k: np.concatenate(v) for k, v in self.entries[name].items()}
-        return entry["y"] == entry["pred"], entry["conf"], entry["auto"]
 
-    def metrics(self) -> dict:
-        """Per attribute: coverage (share auto-labelled), accuracy of the auto-labelled part,
-        accuracy overall, the threshold, the target precision and the labels left out (label
-        values the run never saw are also logged as a warning)."""
-        out = {}
-        for name in self.entries:
-            correct, _, auto = self.arrays(name)
-            calibration = self.heads[name].calibration
-            left_out = left_out_labels(self.missing_labels[name], self.unknown_values[name])
-            if left_out["unknown_values"]:
-                log.warning(unknown_labels_message(name, left_out["unknown_values"], self.heads[name].spec.source))
-            out[name] = {"n": int(len(correct)), "accuracy": float(correct.mean()) if len(correct) else None,
-                         "coverage": float(auto.mean()) if len(auto) else None,
-                         "auto_accuracy": float(correct[auto].mean()) if auto.any() else None,
-                         "threshold": calibration.to_dict()["threshold"], "target_precision": calibration.target_precision,
-                         **left_out}
-        return out
+@dataclass(frozen=True)
+class TaskPhotos:
+    """How review tasks name their photos for Label Studio. URLs always stay as they are; a file
+    is named behind ``prefix``, relative to ``document_root`` when it is given (Label Studio's
+    local files serving, whose default prefix is :data:`LOCAL_FILES`), or embedded as a JPEG
+    thumbnail with ``embed`` (no set-up at all, for small queues)."""
 
-    def plot(self, path: Path) -> None:
-        """Accuracy of the auto-labelled part against coverage, per attribute, with each
-        attribute's operating point."""
-        fig, ax = subplots(figsize=(6.5, 4.5))
-        for name in self.entries:
-            correct, confidence, auto = self.arrays(name)
-            coverage, accuracy = risk_coverage(confidence, correct)
-            line, = ax.plot(coverage, accuracy, label=name)
-            if auto.any():
-                ax.plot([auto.mean()], [correct[auto].mean()], "o", color=line.get_color())
-        ax.set(xlabel="coverage (share of products auto-labelled)", ylabel="accuracy of the auto-labelled part",
-               title="Risk-coverage (dots: the chosen thresholds)", ylim=(0, 1.01), xlim=(0, 1))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        save_figure(fig, path)
+    prefix: str = ""
+    document_root: str | None = None
+    embed: bool = False
+
+    def reference(self, image: str) -> str:
+        if is_url(image):
+            return image
+        if self.embed:
+            return thumbnail_uri(image)
+        if self.document_root is None:
+            return self.prefix + image
+        return (self.prefix or LOCAL_FILES) + quote(relative_to_root(image, self.document_root))
+
+    def for_queue(self, tasks: int) -> TaskPhotos:
+        """These settings for a queue of ``tasks``: too many to embed falls back to references."""
+        if not self.embed or tasks <= EMBED_LIMIT:
+            return self
+        log.warning("review_labelstudio.json: %d tasks, more than the %d whose photos are embedded; photos are "
+                    "named by path instead (serve them with --document-root)", tasks, EMBED_LIMIT)
+        return replace(self, embed=False)
+
+
+def relative_to_root(image: str, root: str) -> str:
+    """The photo's path under the document root (``/`` separated), whether the catalogue named it
+    relative or absolute; Label Studio refuses absolute paths and anything outside its root."""
+    relative = os.path.relpath(os.path.abspath(image), os.path.abspath(root))
+    if relative == os.pardir or relative.startswith(os.pardir + os.sep) or os.path.isabs(relative):
+        raise PhotoReferenceError(f"{image}: photo outside --document-root {root}; give the folder that holds "
+                                  f"every photo of the catalogue")
+    return Path(relative).as_posix()
+
+
+def thumbnail_uri(image: str) -> str:
+    """The photo as a ``data:`` URI of a JPEG thumbnail, which Label Studio shows with no storage."""
+    with Image.open(image) as photo:
+        photo = photo.convert("RGB")
+        photo.thumbnail((THUMBNAIL, THUMBNAIL))
+        buffer = io.BytesIO()
+        photo.save(buffer, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def task_image(image: str, image_url_prefix: str) -> str:
     """A photo as a Label Studio task names it: a URL as it is, a path behind the prefix."""
-    return image if is_url(image) else image_url_prefix + image
+    return TaskPhotos(image_url_prefix).reference(image)
 
 
-def label_studio_tasks(review: pd.DataFrame, model_version: str, image_url_prefix: str = "") -> list[dict]:
+def label_studio_tasks(review: pd.DataFrame, model_version: str, photos: TaskPhotos | str = "",
+                       separators: dict[str, str] | None = None) -> list[dict]:
     """The review queue as Label Studio tasks, one per product: the photo, the title, and the
-    model's pre-annotation of each attribute sent to review (a ``choices`` result per column)."""
+    model's pre-annotation of each attribute sent to review (a ``choices`` result per column;
+    ``separators``: the multi-valued columns, whose predicted values are several choices).
+    ``clipft_id`` carries the product id through every export format (JSON_MIN and CSV replace a
+    ``data.id`` by Label Studio's own task id; ``id`` stays for older readers of the JSON)."""
+    photos = TaskPhotos(photos) if isinstance(photos, str) else photos
+    separators = separators or {}
     tasks = []
     for product, group in review.groupby("id", sort=False):
         first = group.iloc[0]
         results = [{"from_name": row.column, "to_name": "image", "type": "choices",
-                    "value": {"choices": [row.predicted]}} for row in group.itertuples()]
-        tasks.append({"data": {"id": str(product), "image": task_image(str(first["image"]), image_url_prefix),
-                               "title": "" if first["title"] is None or pd.isna(first["title"]) else str(first["title"])},
+                    "value": {"choices": str(row.predicted).split(separators[row.column]) if row.column in separators
+                              else [row.predicted]}} for row in group.itertuples()]
+        title = "" if first["title"] is None or pd.isna(first["title"]) else str(first["title"])
+        tasks.append({"data": {PRODUCT_FIELD: str(product), "id": str(product),
+                               "image": photos.reference(str(first["image"])), "title": title},
                       "predictions": [{"model_version": model_version, "score": float(group["probability"].min()),
                                        "result": results}]})
     return tasks
 
 
 def label_studio_config(heads: dict) -> str:
-    """Label Studio labelling interface: the photo, the title, and one single-choice question per attribute."""
+    """Label Studio labelling interface: the photo, the title, and one question per attribute
+    (several choices for a multi-valued one)."""
     blocks = ['<View>', '  <Image name="image" value="$image"/>', '  <Text name="title" value="$title"/>']
     for head in heads.values():
         # quoteattr: class and column names are any text ("Black & White", quotes)
         blocks.append(f'  <Header value={quoteattr(head.spec.attribute)}/>')
-        blocks.append(f'  <Choices name={quoteattr(head.spec.column)} toName="image" choice="single" showInline="true">')
+        choice = "multiple" if head.spec.multi else "single"
+        blocks.append(f'  <Choices name={quoteattr(head.spec.column)} toName="image" choice="{choice}" showInline="true">')
         blocks += [f'    <Choice value={quoteattr(c)}/>' for c in head.spec.classes]
         blocks.append('  </Choices>')
     return "\n".join(blocks + ['</View>']) + "\n"
 
 
-def write_review_outputs(out: Path, review: pd.DataFrame, heads: dict, model_version: str, image_url_prefix: str) -> None:
+def write_review_outputs(out: Path, review: pd.DataFrame, heads: dict, model_version: str,
+                         photos: TaskPhotos | str = "") -> None:
+    """review.csv (most uncertain first), the same queue as Label Studio tasks whose photos are
+    named as ``photos`` says (a string: the old image URL prefix), and the labelling config."""
+    photos = TaskPhotos(photos) if isinstance(photos, str) else photos
     review = review.sort_values("probability", kind="stable").reset_index(drop=True) if len(review) else review
     with atomic_write(out / "review.csv") as f:
         review.to_csv(f, index=False)
-    write_json(out / "review_labelstudio.json", label_studio_tasks(review, model_version, image_url_prefix)
-               if len(review) else [])
+    products = review["id"].nunique() if len(review) else 0
+    separators = {h.spec.column: h.spec.separator for h in heads.values() if h.spec.multi}
+    write_json(out / "review_labelstudio.json",
+               label_studio_tasks(review, model_version, photos.for_queue(products), separators) if len(review) else [])
     with atomic_write(out / "labelstudio_config.xml") as f:
         f.write(label_studio_config(heads))

@@ -2,12 +2,13 @@
 is) and ``last.pt`` (everything a run needs to resume as if never interrupted)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..fileio import atomic_write
-from .config import ConfigError, FinetuneCfg, config_dict
+from .config import ConfigError
 
 # Settings that may change between an interrupted run and its resumption.
 RESUMABLE_CHANGES = {"epochs", "patience", "workers", "device", "cache_dir", "eval_batch_size"}
@@ -18,17 +19,33 @@ def save_checkpoint(path: Path, payload: dict) -> None:
         torch.save(payload, f)
 
 
-def load_resumable(path: Path, cfg: FinetuneCfg) -> dict | None:
-    """The state saved in ``last.pt``, or None when there is none; refuses a run with other settings."""
-    if not path.is_file():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    changed = sorted(k for k, v in config_dict(cfg).items()
-                     if k not in RESUMABLE_CHANGES and state["config"].get(k) != v)
-    if changed:
-        raise ConfigError(f"{path.parent} holds a run with other settings ({', '.join(changed)}); "
-                          f"use another --out to start a new run")
-    return state
+@dataclass(frozen=True)
+class RunCheckpoints:
+    """A run folder's best.pt and last.pt, and the run's settings that they record: flat
+    (``clipft.training.config.flat_config``), so that runs saved before the config had sections
+    still resume."""
+
+    folder: Path
+    settings: dict
+
+    def resume_state(self) -> dict | None:
+        """The state saved in ``last.pt``, or None when there is none; refuses a run with other settings."""
+        path = self.folder / "last.pt"
+        if not path.is_file():
+            return None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        changed = sorted(k for k, v in self.settings.items()
+                         if k not in RESUMABLE_CHANGES and state["config"].get(k) != v)
+        if changed:
+            raise ConfigError(f"{self.folder} holds a run with other settings ({', '.join(changed)}); "
+                              f"use another --out to start a new run")
+        return state
+
+    def save_best(self, payload: dict) -> None:
+        save_checkpoint(self.folder / "best.pt", {**payload, "model": self.settings.get("model")})
+
+    def save_last(self, payload: dict) -> None:
+        save_checkpoint(self.folder / "last.pt", {**payload, "config": self.settings})
 
 
 def load_weights(path: Path) -> dict:

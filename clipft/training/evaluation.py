@@ -3,17 +3,19 @@ the current text tower (bare labels or prompt ensembles, as the run's captions),
 validation loss that picks the best epoch."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from scipy.special import softmax
 from sklearn.metrics import log_loss
 
+from ..applicability import training_labels
 from ..calibration import fit_temperature
 from ..fusion import WEIGHT_GRID, ProductFeatures, batched_parts, combine
 from ..losses import CaptionContrastiveLoss, caption_ids
 from ..metrics import check_labels, classification_metrics
+from ..multilabel import check_multi_labels, expand
 from ..prompts import PromptSpec
 from ..zeroshot import ZeroShotClassifier
 
@@ -26,18 +28,28 @@ class SplitTargets:
     labels: dict[str, np.ndarray]
     title_rows: np.ndarray
     titles: np.ndarray
+    full_labels: dict[str, np.ndarray] = field(default_factory=dict)  # multi-valued: each row's whole label
 
 
 def split_targets(frame, specs: list[PromptSpec], titles: list[str | None], rows: np.ndarray) -> SplitTargets:
-    per_rows, per_labels = {}, {}
+    """Per attribute, the split's labelled rows and labels; a multi-valued attribute has a row
+    per (product, value), its whole label in ``full_labels``."""
+    per_rows, per_labels, full = {}, {}, {}
     for spec in specs:
-        labels = frame[spec.column].to_numpy(dtype=object)[rows] if spec.column in frame.columns else np.array([None] * len(rows))
+        labels = training_labels(spec, specs, frame)[rows]  # out-of-list values as 'other'; none where n/a
+        if spec.multi:
+            canonical, check = check_multi_labels(labels, spec.classes, spec.separator)
+            per_rows[spec.attribute], values, full[spec.attribute] = expand(rows[check.known], canonical[check.known],
+                                                                            spec.separator)
+            per_labels[spec.attribute] = values.astype(str)
+            continue
         known = check_labels(labels, spec.classes).known
         per_rows[spec.attribute] = rows[known]
         per_labels[spec.attribute] = labels[known].astype(str)
     with_title = np.array([titles[r] is not None for r in rows], dtype=bool)
     title_rows = rows[with_title]
-    return SplitTargets(per_rows, per_labels, title_rows, np.array([titles[r] for r in title_rows], dtype=object))
+    return SplitTargets(per_rows, per_labels, title_rows, np.array([titles[r] for r in title_rows], dtype=object),
+                        full)
 
 
 def _scores(clf: ZeroShotClassifier, embeddings: torch.Tensor, labels: np.ndarray, calibrated: bool) -> dict:

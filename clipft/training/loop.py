@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -25,8 +24,8 @@ from ..distributed import broadcast_object, current_world, gather_with_grad
 from ..fileio import atomic_write
 from ..fusion import ProductFeatures, title_dropout_mask
 from ..losses import CaptionContrastiveLoss, caption_ids
-from .checkpoint import load_resumable, save_checkpoint
-from .config import ConfigError, FinetuneCfg, config_dict
+from .checkpoint import RunCheckpoints
+from .config import ConfigError, OptimCfg
 from .optim import create_optimizer
 from .sampler import BalancedBatchSampler, rank_share
 from .tasks import Task
@@ -44,8 +43,9 @@ class FitResult:
     best_state: dict | None = None  # without an output folder: what changed at the best epoch
 
 
-class TrainingDiverged(ConfigError):
-    """A non-finite loss: the run stops, and best.pt and last.pt keep the last good weights."""
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss: the run stops, and best.pt and last.pt keep the last good weights. Not a
+    configuration error: the settings were valid, training went wrong with them."""
 
 
 class ContrastiveStep(nn.Module):
@@ -76,35 +76,40 @@ def interleave(samplers: list[BalancedBatchSampler]):
                 yield t, batch
 
 
-def batch_captions(task: Task, batch: np.ndarray, rng: np.random.Generator) -> tuple[list[str], torch.Tensor]:
+def batch_captions(task: Task, batch: np.ndarray, rng: np.random.Generator):
     """The batch's distinct captions, then its hard negatives (extra captions with no image of
-    their own, after the positives), and each example's index into them."""
+    their own, after the positives), each example's index into them, and (multi-valued
+    attributes, else None) which captions are other values of each example's product."""
     unique, ids = caption_ids(task.captions(batch, rng))
+    first = {j: i for i, j in reversed(list(enumerate(ids.tolist())))}  # each caption's first example
+    values = [str(task.texts[batch[first[j]]]) for j in range(len(unique))]
     seen = set(unique)
     unique += [n for n in dict.fromkeys(task.hard_negatives(batch, rng)) if n not in seen]
-    return unique, ids
+    also = task.also_positive(batch, values + [None] * (len(unique) - len(values)))
+    return unique, ids, None if also is None else torch.from_numpy(also)
 
 
 class Trainer:
     """The state of one training run between its steps (see the module docstring)."""
 
     def __init__(self, model, tasks: list[Task], features: ProductFeatures, text_fn: Callable,
-                 evaluate_fn: Callable[[], dict], cfg: FinetuneCfg, out: Path | None, frozen=(), device="cpu"):
+                 evaluate_fn: Callable[[], dict], optim: OptimCfg, seed: int, checkpoints: RunCheckpoints | None,
+                 frozen=(), device="cpu"):
         self.world = current_world()
-        if cfg.batch_size % self.world.size:
-            raise ConfigError(f"batch_size: {cfg.batch_size} must be a multiple of the number of processes "
+        if optim.batch_size % self.world.size:
+            raise ConfigError(f"batch_size: {optim.batch_size} must be a multiple of the number of processes "
                               f"({self.world.size})")
-        self.model, self.tasks, self.cfg, self.out = model, tasks, cfg, out
+        self.model, self.tasks, self.optim, self.seed, self.checkpoints = model, tasks, optim, seed, checkpoints
         self.evaluate_fn, self.frozen, self.device = evaluate_fn, list(frozen), device
         step = ContrastiveStep(model, features, text_fn)
         # Under torchrun: gradients averaged by DDP; every rank draws the same global batches and
         # embeds its share of each, and the loss runs over the gathered global batch.
         text_only = getattr(features, "inputs", "image") == "text"  # the image side then has no gradient
         self.runner = DistributedDataParallel(step, find_unused_parameters=text_only) if self.world.size > 1 else step
-        self.samplers = [BalancedBatchSampler(t.labels, cfg.batch_size, seed=cfg.seed + i,
-                                              min_epoch_steps=cfg.min_epoch_steps) for i, t in enumerate(tasks)]
+        self.samplers = [BalancedBatchSampler(t.labels, optim.batch_size, seed=seed + i,
+                                              min_epoch_steps=optim.min_epoch_steps) for i, t in enumerate(tasks)]
         self.steps_per_epoch = sum(len(s) for s in self.samplers)
-        self.optimizer, self.scheduler = create_optimizer(model, cfg, cfg.epochs * self.steps_per_epoch)
+        self.optimizer, self.scheduler = create_optimizer(model, optim, optim.epochs * self.steps_per_epoch)
         self.loss_fn = CaptionContrastiveLoss()
         self.result = FitResult()
         self.start_epoch, self.bad_epochs = 0, 0
@@ -112,7 +117,7 @@ class Trainer:
     def resume(self) -> None:
         """Continue from ``last.pt`` when the output folder has one (weights, optimiser,
         schedule, RNG state and history), so the result equals an uninterrupted run."""
-        state = load_resumable(self.out / "last.pt", self.cfg) if self.out is not None else None
+        state = self.checkpoints.resume_state() if self.checkpoints is not None else None
         if state is None:
             return
         self.model.load_state_dict(state["state_dict"])
@@ -124,20 +129,22 @@ class Trainer:
         self.start_epoch, self.bad_epochs = state["epoch"] + 1, state["bad_epochs"]
 
     def train_step(self, task: Task, batch: np.ndarray, rng: np.random.Generator) -> float:
-        unique, ids = batch_captions(task, batch, rng)
-        drop = title_dropout_mask(len(batch), self.cfg.title_dropout, rng)
+        unique, ids, also = batch_captions(task, batch, rng)
+        drop = title_dropout_mask(len(batch), self.optim.title_dropout, rng)
         shares = [rank_share(task.labels[batch], r, self.world.size) for r in range(self.world.size)]
         mine = shares[self.world.rank]  # the positions of the global batch this process embeds
         image, text, logit_scale = self.runner(task.rows[batch[mine]], drop[mine], unique)
         image = gather_with_grad(image)  # in rank order: rank 0's share, then rank 1's, ...
-        loss = self.loss_fn(image, text, ids[np.concatenate(shares)].to(self.device), logit_scale)
+        order = np.concatenate(shares)  # the gathered global batch's order
+        also = None if also is None else also[order].to(self.device)
+        loss = self.loss_fn(image, text, ids[order].to(self.device), logit_scale, also)
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"training loss is {loss.item()} (the run diverged; try a lower lr, now "
-                                   f"{self.cfg.lr:g}); the last good checkpoint is kept")
+                                   f"{self.optim.lr:g}); the last good checkpoint is kept")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], self.cfg.grad_clip)
+        if self.optim.grad_clip > 0:
+            nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], self.optim.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         with torch.no_grad():
@@ -152,11 +159,11 @@ class Trainer:
         for sampler in self.samplers:
             sampler.set_epoch(epoch)
         total, count = 0.0, 0
-        bar = tqdm(interleave(self.samplers), total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.cfg.epochs}",
+        bar = tqdm(interleave(self.samplers), total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.optim.epochs}",
                    unit="step", disable=not progress or not self.world.main, leave=False)
         for step, (t, batch) in enumerate(bar):
             batch = np.asarray(batch)
-            loss = self.train_step(self.tasks[t], batch, np.random.default_rng([self.cfg.seed, epoch, step]))
+            loss = self.train_step(self.tasks[t], batch, np.random.default_rng([self.seed, epoch, step]))
             total += loss * len(batch)
             count += len(batch)
             bar.set_postfix(loss=f"{total / count:.4f}")
@@ -179,52 +186,50 @@ class Trainer:
         if val["loss"] >= self.result.best_val_loss:
             return False
         self.result.best_val_loss, self.result.best_epoch = val["loss"], epoch
-        if self.out is None:
+        if self.checkpoints is None:
             self.result.best_state = changing_state(self.model)
         elif self.world.main:
-            save_checkpoint(self.out / "best.pt", {"state_dict": self.model.state_dict(), "epoch": epoch,
-                                                   "val_loss": val["loss"], "model": self.cfg.model})
+            self.checkpoints.save_best({"state_dict": self.model.state_dict(), "epoch": epoch, "val_loss": val["loss"]})
         return True
 
     def save(self, epoch: int) -> None:
-        """history.csv and last.pt (rank 0, with an output folder)."""
-        if self.out is None or not self.world.main:
+        """history.csv and last.pt (rank 0, with a run folder)."""
+        if self.checkpoints is None or not self.world.main:
             return
-        with atomic_write(self.out / "history.csv") as f:
+        with atomic_write(self.checkpoints.folder / "history.csv") as f:
             pd.DataFrame(self.result.history).to_csv(f, index=False)
-        save_checkpoint(self.out / "last.pt", {
+        self.checkpoints.save_last({
             "state_dict": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state(), "epoch": epoch,
             "bad_epochs": self.bad_epochs, "history": self.result.history, "best_epoch": self.result.best_epoch,
-            "best_val_loss": self.result.best_val_loss, "config": config_dict(self.cfg),
+            "best_val_loss": self.result.best_val_loss,
         })
 
 
 def fit(model: nn.Module, tasks: list[Task], features: ProductFeatures, text_fn: Callable,
-        evaluate_fn: Callable[[], dict], cfg: FinetuneCfg, out_dir: str | Path | None, frozen: list[nn.Module] = (),
-        device="cpu", progress: bool = True) -> FitResult:
-    """Train ``model`` in place on ``tasks``; leave ``best.pt`` and ``last.pt`` in ``out_dir``.
+        evaluate_fn: Callable[[], dict], optim: OptimCfg, seed: int, checkpoints: RunCheckpoints | None,
+        frozen: list[nn.Module] = (), device="cpu", progress: bool = True) -> FitResult:
+    """Train ``model`` in place on ``tasks``; leave ``best.pt`` and ``last.pt`` in the run folder.
 
     ``features(rows, drop)`` gives product embeddings (with gradients where a tower trains;
     ``drop`` marks the examples whose title is dropped this step, with probability
-    ``cfg.title_dropout``); ``text_fn(strings)`` gives caption embeddings; ``evaluate_fn()``
-    scores the validation split and returns a dict with ``loss``. ``frozen`` modules are kept
-    in eval mode (no dropout, no batch-norm updates). ``out_dir=None`` writes nothing and
-    cannot resume: the best epoch's changes come back in ``best_state`` (for many short runs,
-    such as learning curves).
+    ``optim.title_dropout``); ``text_fn(strings)`` gives caption embeddings; ``evaluate_fn()``
+    scores the validation split and returns a dict with ``loss``. ``seed`` draws the batches and
+    each step's randomness. ``frozen`` modules are kept in eval mode (no dropout, no batch-norm
+    updates). ``checkpoints=None`` writes nothing and cannot resume: the best epoch's changes
+    come back in ``best_state`` (for many short runs, such as learning curves).
     """
-    trainer = Trainer(model, tasks, features, text_fn, evaluate_fn, cfg,
-                      Path(out_dir) if out_dir is not None else None, frozen, device)
+    trainer = Trainer(model, tasks, features, text_fn, evaluate_fn, optim, seed, checkpoints, frozen, device)
     # Reseed here so that dropout does not depend on what ran before (a cache miss draws
     # from the RNG, a cache hit does not); a resumed run restores its saved state instead.
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(seed)
     trainer.resume()
-    if cfg.validate_start and not trainer.result.history:
+    if optim.validate_start and not trainer.result.history:
         # Epoch 0: the starting weights compete too, so a few labels never make the model worse
         # on validation than no training at all.
         trainer.validate(0, {"train_loss": float("nan"), "lr": 0.0, "seconds": 0.0})
-    for epoch in range(trainer.start_epoch, cfg.epochs):
-        if trainer.bad_epochs >= cfg.patience:
+    for epoch in range(trainer.start_epoch, optim.epochs):
+        if trainer.bad_epochs >= optim.patience:
             break
         improved = trainer.validate(epoch + 1, trainer.train_one_epoch(epoch, progress))
         trainer.bad_epochs = 0 if improved else trainer.bad_epochs + 1
@@ -233,5 +238,5 @@ def fit(model: nn.Module, tasks: list[Task], features: ProductFeatures, text_fn:
             row = trainer.result.history[-1]
             tqdm.write(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}"
                        f"{' (best)' if improved else ''}, {row['seconds']}s")
-    trainer.result.stopped = "early stopping" if trainer.bad_epochs >= cfg.patience else "all epochs"
+    trainer.result.stopped = "early stopping" if trainer.bad_epochs >= optim.patience else "all epochs"
     return trainer.result

@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from transformers import get_cosine_schedule_with_warmup
 
-from .config import FinetuneCfg
+from .config import OptimCfg
 
 HEAD_PARAMETERS = ("visual.head.", "visual.proj", "text.proj", "text_projection", "logit_scale")
 
 
-def parameter_groups(model, cfg: FinetuneCfg) -> list[dict]:
+def parameter_groups(model, optim: OptimCfg) -> list[dict]:
     """Tower weights at ``lr``, projections and logit scale at ``lr_head``; no weight decay on
     gains, biases and the logit scale (as OpenCLIP does)."""
     groups: dict[tuple[bool, bool], list] = {}
@@ -21,13 +21,13 @@ def parameter_groups(model, cfg: FinetuneCfg) -> list[dict]:
         decay = param.ndim >= 2 and "logit_scale" not in name
         groups.setdefault((head, decay), []).append(param)
     return [
-        {"params": params, "lr": (cfg.lr_head or cfg.lr) if head else cfg.lr,
-         "weight_decay": cfg.weight_decay if decay else 0.0}
+        {"params": params, "lr": (optim.lr_head or optim.lr) if head else optim.lr,
+         "weight_decay": optim.weight_decay if decay else 0.0}
         for (head, decay), params in sorted(groups.items())
     ]
 
 
-def create_optimizer(model, cfg: FinetuneCfg, total_steps: int):
-    """(AdamW, its cosine schedule with ``cfg.warmup_steps`` of warm-up over ``total_steps``)."""
-    optimizer = torch.optim.AdamW(parameter_groups(model, cfg), betas=(0.9, 0.98), eps=1e-6)
-    return optimizer, get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, total_steps)
+def create_optimizer(model, optim: OptimCfg, total_steps: int):
+    """(AdamW, its cosine schedule with ``optim.warmup_steps`` of warm-up over ``total_steps``)."""
+    optimizer = torch.optim.AdamW(parameter_groups(model, optim), betas=(0.9, 0.98), eps=1e-6)
+    return optimizer, get_cosine_schedule_with_warmup(optimizer, optim.warmup_steps, total_steps)

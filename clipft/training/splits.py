@@ -17,7 +17,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.neighbors import radius_neighbors_graph
 
 from ..catalogue import Catalogue, CatalogueError
-from ..zeroshot import l2_normalize
+from ..vectors import l2_normalize
 
 SPLITS = ("train", "val", "test")
 

@@ -28,6 +28,20 @@ class Task:
     spec: PromptSpec | None = None
     templated: bool = False
     swap_vocabulary: list[list[tuple[str, ...]]] = field(default_factory=list)  # per attribute: texts per class
+    full_labels: np.ndarray | None = None  # multi-valued attributes: each example's whole label ("Black|White")
+
+    def also_positive(self, positions, caption_values: list[str]) -> np.ndarray | None:
+        """(examples, captions) True where a caption is another value of the example's product
+        (multi-valued attributes): the loss counts it as neither target nor negative."""
+        if self.full_labels is None:
+            return None
+        from ..multilabel import split_values
+
+        mask = np.zeros((len(positions), len(caption_values)), dtype=bool)
+        for i, position in enumerate(positions):
+            values = set(split_values(self.full_labels[position], self.spec.separator)) - {self.texts[position]}
+            mask[i] = [value in values for value in caption_values]
+        return mask
 
     def hard_negatives(self, positions, rng: np.random.Generator) -> list[str]:
         """NegCLIP-style counterfactual captions, one per caption where possible: an attribute
@@ -76,10 +90,25 @@ def attribute_task(spec: PromptSpec, frame_labels, rows: np.ndarray, templated: 
                    seed: int) -> Task:
     """Training examples of one attribute among ``rows``: those whose label is a class."""
     labels = np.asarray(frame_labels, dtype=object)[rows]
+    if spec.multi:
+        return _multi_task(spec, labels, rows, templated, shots, seed)
     known = check_labels(labels, spec.classes).known
     rows, labels = rows[known], labels[known].astype(str)
     keep = sample_shots(labels, shots, seed)
     return Task(spec.attribute, rows[keep], labels[keep], labels[keep], spec, templated)
+
+
+def _multi_task(spec: PromptSpec, labels: np.ndarray, rows: np.ndarray, templated: bool, shots: int | None,
+                seed: int) -> Task:
+    """A multi-valued attribute: one example per (product, value), balanced and sampled on the
+    value; each keeps its product's whole label so that its other values are no negatives."""
+    from ..multilabel import check_multi_labels, expand
+
+    canonical, check = check_multi_labels(labels, spec.classes, spec.separator)
+    rows, values, full = expand(rows[check.known], canonical[check.known], spec.separator)
+    keep = sample_shots(values.astype(str), shots, seed)
+    return Task(spec.attribute, rows[keep], values[keep].astype(str), values[keep].astype(str), spec, templated,
+                full_labels=full[keep])
 
 
 def title_task(titles: list[str | None], rows: np.ndarray, vocabulary: list[list[tuple[str, ...]]] = ()) -> Task:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import FinetuneCfg
+from .config import TowersCfg
 
 
-def lock_towers(model, cfg: FinetuneCfg) -> list[nn.Module]:
-    """Freeze what the config says, with OpenCLIP's own locking (LiT-style for the image tower).
+def lock_towers(model, towers: TowersCfg) -> list[nn.Module]:
+    """Freeze what ``towers`` says, with OpenCLIP's own locking (LiT-style for the image tower).
 
     Returns the modules to keep in eval mode while training: a locked image tower runs with
     its batch-norm statistics and without dropout, so that a locked tower gives the same
@@ -17,12 +17,12 @@ def lock_towers(model, cfg: FinetuneCfg) -> list[nn.Module]:
     checkpoints load into a fresh model).
     """
     frozen = []
-    if cfg.lock_image:
-        model.lock_image_tower(unlocked_groups=cfg.unlocked_image_groups, freeze_bn_stats=False)
+    if towers.lock_image:
+        model.lock_image_tower(unlocked_groups=towers.unlocked_image_groups, freeze_bn_stats=False)
         frozen.append(model.visual)
-    if cfg.lock_text:
-        model.lock_text_tower(unlocked_layers=cfg.unlocked_text_layers)
-        if cfg.unlocked_text_layers == 0 and hasattr(model, "text"):
+    if towers.lock_text:
+        model.lock_text_tower(unlocked_layers=towers.unlocked_text_layers)
+        if towers.unlocked_text_layers == 0 and hasattr(model, "text"):
             frozen.append(model.text)
     return frozen
 

@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from clipft.catalogue import CatalogueError, check_images, load_catalogue
+from clipft.catalogue import BadImagesError, CatalogueError, check_images, load_catalogue
 
 
 def make_images(folder, names, size=8):
@@ -47,8 +47,9 @@ def test_missing_images_are_listed_with_their_csv_line(tmp_path):
     pd.DataFrame({"id": ["1", "2", None]}).to_csv(tmp_path / "styles.csv", index=False)
     cat = load_catalogue(tmp_path / "styles.csv")
     assert [(b.row, b.line) for b in cat.missing] == [(1, 3), (2, 4)]
-    with pytest.raises(CatalogueError) as err:
+    with pytest.raises(BadImagesError) as err:
         check_images(cat, skip_bad=False)
+    assert isinstance(err.value, CatalogueError) and err.value.bad == cat.missing
     message = str(err.value)
     assert "styles.csv: 2 image(s) missing" in message
     assert "line 3:" in message and "2.jpg: file not found" in message

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from clipft.training.config import FinetuneCfg
+from clipft.training.checkpoint import RunCheckpoints
+from clipft.training.config import ConfigError, build_config, flat_config
 from clipft.catalogue import load_catalogue
 from clipft.cache.encoding import encode_images
 from clipft.fusion import ProductFeatures
@@ -14,7 +15,7 @@ from clipft.prompts import load_prompt_spec
 from clipft.commands.sample_data import make_catalogue
 from clipft.training.tasks import attribute_task, sample_shots
 from clipft.cache.text_features import LiveTextFeatures
-from clipft.training.loop import fit
+from clipft.training.loop import TrainingDiverged, fit
 from clipft.training.weights import lock_towers, wise_ft
 from conftest import REPO
 
@@ -28,7 +29,11 @@ def catalogue(tmp_path_factory):
 
 def cfg(**changes):
     base = dict(prompts=["color.yaml"], epochs=2, batch_size=8, lr=1e-3, warmup_steps=1, patience=10)
-    return FinetuneCfg(**{**base, **changes})
+    return build_config({**base, **changes})
+
+
+def checkpoints(out, config):
+    return RunCheckpoints(out, flat_config(config)) if out is not None else None
 
 
 def new_model(name=TINY_MODEL):
@@ -46,7 +51,7 @@ def colour_task(catalogue, **kwargs):
 
 def train(catalogue, out, config, evaluate=lambda: {"loss": 0.0}, fast=True, name=TINY_MODEL, cache=None):
     model, preprocess, tokenizer = new_model(name)
-    frozen = lock_towers(model, config)
+    frozen = lock_towers(model, config.towers)
     if fast:
         trunk, head = frozen_split(model)
         encoding = encode_images(FrozenEncoder(trunk), preprocess, catalogue.image_paths, cache or out / "cache",
@@ -55,10 +60,11 @@ def train(catalogue, out, config, evaluate=lambda: {"loss": 0.0}, fast=True, nam
     else:
         image_fn = LiveImageFeatures(model, catalogue.image_paths, preprocess)
     result = fit(model, [colour_task(catalogue)], image_only(image_fn, catalogue), LiveTextFeatures(model, tokenizer),
-                 evaluate, config, out, frozen, progress=False)
+                 evaluate, config.optim, config.runtime.seed, checkpoints(out, config), frozen, progress=False)
     return model, result
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [TINY_MODEL, "clipft-tiny-multiscale", "lite0-minilm"])
 def test_locked_image_fast_path_equals_the_slow_path(tmp_path, catalogue, name):
     # lite0-minilm: locked trunk from the cache, trainable projection; tiny ViT: the whole tower
@@ -72,6 +78,7 @@ def test_locked_image_fast_path_equals_the_slow_path(tmp_path, catalogue, name):
     assert not torch.equal(fast.state_dict()["logit_scale"], initial["logit_scale"])  # it did train
 
 
+@pytest.mark.slow
 def test_unlocked_trunk_blocks_train_on_cached_activations_as_on_photos(tmp_path, catalogue):
     # The last two groups of lite0's trunk (its last two blocks, conv_head) unlocked: the fast
     # path caches the activation before them and trains them, the stages and the projection.
@@ -99,11 +106,12 @@ def test_best_epoch_is_the_lowest_validation_loss_and_patience_stops(tmp_path, c
     model, preprocess, tokenizer = new_model()
     model_holder["model"] = model
     config = cfg(epochs=6, patience=2)
-    frozen = lock_towers(model, config)
+    frozen = lock_towers(model, config.towers)
     trunk, head = frozen_split(model)
     features = encode_images(FrozenEncoder(trunk), preprocess, catalogue.image_paths, tmp_path / "c", progress=False)
     result = fit(model, [colour_task(catalogue)], image_only(CachedImageFeatures(features.embeddings, head), catalogue),
-                 LiveTextFeatures(model, tokenizer), evaluate, config, tmp_path, frozen, progress=False)
+                 LiveTextFeatures(model, tokenizer), evaluate, config.optim, config.runtime.seed,
+                 checkpoints(tmp_path, config), frozen, progress=False)
     assert result.best_epoch == 2 and result.best_val_loss == 1.0
     assert len(result.history) == 4 and result.stopped == "early stopping"  # epochs 3 and 4 were worse
     best = torch.load(tmp_path / "best.pt", weights_only=True)
@@ -136,11 +144,24 @@ def test_interrupted_training_resumes_to_the_same_result(tmp_path, catalogue):
 
 
 def test_resume_refuses_a_run_with_other_settings(tmp_path, catalogue):
-    from clipft.training.config import ConfigError
-
     train(catalogue, tmp_path, cfg(epochs=1), cache=tmp_path / "cache")
     with pytest.raises(ConfigError, match="lr"):
         train(catalogue, tmp_path, cfg(epochs=1, lr=0.5), cache=tmp_path / "cache")
+
+
+def test_last_pt_records_flat_settings_and_resumes_with_more_epochs(tmp_path, catalogue):
+    config = cfg(epochs=2)
+    train(catalogue, tmp_path, cfg(epochs=1), cache=tmp_path / "cache")
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert state["config"] == flat_config(cfg(epochs=1))  # flat, as runs recorded it before the config had sections
+    _, result = train(catalogue, tmp_path, config, cache=tmp_path / "cache")  # more epochs: allowed
+    assert [row["epoch"] for row in result.history] == [1, 2]
+
+
+def test_a_diverging_run_is_a_training_error_not_a_config_error(tmp_path, catalogue):
+    with pytest.raises(TrainingDiverged, match="try a lower lr") as caught:
+        train(catalogue, tmp_path, cfg(epochs=3, lr=1e9, grad_clip=0), cache=tmp_path / "cache")
+    assert isinstance(caught.value, RuntimeError) and not isinstance(caught.value, ConfigError)
 
 
 def test_wise_ft_interpolates_float_weights_only():
@@ -188,7 +209,7 @@ def test_cached_text_features_equal_the_live_text_tower(tmp_path):
     from clipft.cache.text_features import CachedTextFeatures, text_features
 
     model, _, tokenizer = new_model("lite0-minilm")
-    lock_towers(model, cfg(lock_text=True))
+    lock_towers(model, cfg(lock_text=True).towers)
     model.eval()
     cached = text_features(model, tokenizer, cache_dir=tmp_path)
     assert isinstance(cached, CachedTextFeatures)
@@ -204,7 +225,7 @@ def test_title_dropout_in_training_is_seeded_and_at_its_rate(tmp_path, catalogue
     def dropped_titles(out):
         model, preprocess, tokenizer = new_model()
         config = cfg(title_dropout=0.5, epochs=3)
-        frozen = lock_towers(model, config)
+        frozen = lock_towers(model, config.towers)
         encoding = encode_images(model, preprocess, catalogue.image_paths, tmp_path / "cache", progress=False)
         features = ProductFeatures(CachedImageFeatures(encoding.embeddings, torch.nn.Identity()),
                                    LiveTextFeatures(model, tokenizer), catalogue.titles(), "fusion")
@@ -215,7 +236,7 @@ def test_title_dropout_in_training_is_seeded_and_at_its_rate(tmp_path, catalogue
             return features(rows, drop)
 
         fit(model, [colour_task(catalogue)], recording, LiveTextFeatures(model, tokenizer), lambda: {"loss": 0.0},
-            config, out, frozen, progress=False)
+            config.optim, config.runtime.seed, checkpoints(out, config), frozen, progress=False)
         return np.concatenate(masks)
 
     first, second = dropped_titles(tmp_path / "a"), dropped_titles(tmp_path / "b")
@@ -226,12 +247,13 @@ def test_title_dropout_in_training_is_seeded_and_at_its_rate(tmp_path, catalogue
 def test_validate_start_keeps_the_starting_weights_when_no_epoch_beats_them(catalogue):
     model, preprocess, tokenizer = new_model()
     config = cfg(epochs=2, validate_start=True)
-    frozen = lock_towers(model, config)
+    frozen = lock_towers(model, config.towers)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     losses = iter([0.5, 1.0, 0.7])
     result = fit(model, [colour_task(catalogue)], image_only(LiveImageFeatures(model, catalogue.image_paths, preprocess),
                                                               catalogue),
-                 LiveTextFeatures(model, tokenizer), lambda: {"loss": next(losses)}, config, None, frozen, progress=False)
+                 LiveTextFeatures(model, tokenizer), lambda: {"loss": next(losses)}, config.optim, 0, None,
+                 frozen, progress=False)
     assert result.best_epoch == 0 and [row["epoch"] for row in result.history] == [0, 1, 2]
     for key, value in result.best_state.items():
         torch.testing.assert_close(value, initial[key], msg=key)
@@ -263,15 +285,15 @@ def test_augmented_fast_path_trains_on_mirrored_photos(tmp_path):
     base = dict(data=str(data), prompts=[str(REPO / "prompts" / "color.yaml")], model="clipft-tiny-multiscale",
                 epochs=2, batch_size=8, lr_head=1e-2, warmup_steps=1, wise_alphas=[1.0], inputs="image",
                 cache_dir=str(tmp_path / "cache"))
-    run = prepare_run(FinetuneCfg(**base, augment=True), tmp_path / "prep", progress=False)
+    run = prepare_run(build_config({**base, "augment": True}), tmp_path / "prep", progress=False)
     from PIL import Image, ImageOps
 
     photos = [ImageOps.mirror(Image.open(p).convert("RGB")) for p in run.catalogue.image_paths]
     with torch.no_grad():
         expected = frozen_split(run.model)[0](torch.stack([run.preprocess(p) for p in photos])).numpy()
     np.testing.assert_allclose(run.flipped, expected, rtol=1e-4, atol=1e-5)
-    plain = run_finetune(FinetuneCfg(**base), tmp_path / "plain", progress=False)
-    augmented = run_finetune(FinetuneCfg(**base, augment=True), tmp_path / "augmented", progress=False)
+    plain = run_finetune(build_config(base), tmp_path / "plain", progress=False)
+    augmented = run_finetune(build_config({**base, "augment": True}), tmp_path / "augmented", progress=False)
     assert json.loads((tmp_path / "augmented" / "summary.json").read_text())["fast_path"] is True
     first = torch.load(tmp_path / "plain" / "last.pt", weights_only=True)["state_dict"]["visual.head.proj.weight"]
     second = torch.load(tmp_path / "augmented" / "last.pt", weights_only=True)["state_dict"]["visual.head.proj.weight"]
