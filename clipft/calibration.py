@@ -1,13 +1,28 @@
 """Confidence you can act on: temperature scaling per attribute (Guo et al. 2017), expected
 calibration error, and the confidence threshold above which labels are accepted without a
-person at a target precision. Plain functions of scores and labels, fitted on validation."""
+person at a target precision. Plain functions of scores and labels, fitted on validation.
+
+The threshold carries a finite-sample guarantee (Learn then Test, Angelopoulos et al. 2021):
+ten candidate thresholds, the confidences that accept the most confident 10%, 20%, ... 100% of
+the validation products, are each tested by the one-sided Clopper-Pearson bound on the error of
+the products they accept, at a Bonferroni-corrected level, and the lowest that passes is kept.
+Then, with probability at least ``guarantee`` over the validation draw, the labels accepted on
+new products from the same catalogue are correct at a rate of at least the target."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import logging
+import math
+
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
+from scipy.stats import beta
+
+log = logging.getLogger(__name__)
+GUARANTEE = 0.9  # the probability with which the target precision holds on new products
+CANDIDATES = 10  # thresholds tested: the confidences at coverages 10%, 20%, ... 100% of validation
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
@@ -36,15 +51,50 @@ def expected_calibration_error(y: np.ndarray, proba: np.ndarray, n_bins: int = 1
     return float(np.sum(gaps))
 
 
-def confidence_threshold(confidence: np.ndarray, correct: np.ndarray, target_precision: float) -> float:
-    """The lowest confidence threshold at which the labels at or above it are correct at a rate of
-    at least ``target_precision``; ``inf`` (everything to review) when no threshold reaches it."""
+def error_upper_bound(errors: np.ndarray, n: np.ndarray, guarantee: float) -> np.ndarray:
+    """One-sided Clopper-Pearson upper bound on an error rate observed as ``errors`` of ``n``."""
+    errors, n = np.asarray(errors, dtype=float), np.asarray(n, dtype=float)
+    bound = beta.ppf(guarantee, errors + 1, np.maximum(n - errors, 1e-12))
+    return np.where(errors >= n, 1.0, bound)
+
+
+def per_test(guarantee: float) -> float:
+    """The level each candidate is tested at, so that all of them hold together (Bonferroni)."""
+    return 1 - (1 - guarantee) / CANDIDATES
+
+
+def fewest_for_guarantee(target_precision: float, guarantee: float) -> int:
+    """How many validation products, all correct, one candidate must accept before it can pass."""
+    if target_precision >= 1:
+        return 1
+    return math.ceil(math.log(1 - per_test(guarantee)) / math.log(target_precision))
+
+
+def candidate_rows(conf: np.ndarray) -> np.ndarray:
+    """The last row (of rows sorted by decreasing confidence) each candidate accepts: the row at
+    each tenth of the products, moved down to the last of its confidence (a threshold takes every
+    row of its confidence or none). Chosen from the confidences alone, before any label is read."""
+    last_of_value = np.flatnonzero(np.r_[conf[1:] != conf[:-1], True])
+    wanted = np.ceil(np.arange(1, CANDIDATES + 1) / CANDIDATES * len(conf)).astype(int) - 1
+    return np.unique(last_of_value[np.searchsorted(last_of_value, wanted)])
+
+
+def confidence_threshold(confidence: np.ndarray, correct: np.ndarray, target_precision: float,
+                         guarantee: float = GUARANTEE) -> float:
+    """The lowest candidate threshold (:func:`candidate_rows`) whose accepted labels are correct at
+    a rate of at least ``target_precision`` with probability ``guarantee`` (the Clopper-Pearson
+    bound of each, Bonferroni-corrected); ``inf`` (everything to review) when none is."""
     order = np.argsort(-np.asarray(confidence), kind="stable")
     conf, hits = np.asarray(confidence)[order], np.asarray(correct, dtype=float)[order]
-    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-    last_of_value = np.r_[conf[1:] != conf[:-1], True]  # a threshold takes every row of its confidence
-    reached = np.flatnonzero((precision >= target_precision) & last_of_value)
-    return float(conf[reached[-1]]) if len(reached) else float("inf")
+    if not len(conf):
+        return float("inf")
+    rows = candidate_rows(conf)
+    n, errors = rows + 1, rows + 1 - np.cumsum(hits)[rows]
+    if target_precision >= 1:
+        passes = errors == 0
+    else:
+        passes = error_upper_bound(errors, n, per_test(guarantee)) <= 1 - target_precision
+    return float(conf[rows[passes][-1]]) if passes.any() else float("inf")
 
 
 def risk_coverage(confidence: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -67,6 +117,7 @@ class Calibration:
     val_coverage: float = 0.0  # share of validation auto-accepted at the threshold
     val_auto_accuracy: float = float("nan")
     n_val: int = 0
+    guarantee: float = GUARANTEE  # the probability with which the target precision holds
     class_thresholds: list[float] | None = None  # multi-valued attributes: per class, the probability to choose it
 
     def to_dict(self) -> dict:
@@ -78,16 +129,24 @@ class Calibration:
         return cls(**{k: (getattr(defaults, k) if v is None else v) for k, v in data.items()})
 
 
-def calibrate(logits: np.ndarray, y: np.ndarray, target_precision: float = 0.95) -> Calibration:
-    """Temperature, threshold at ``target_precision`` and calibration errors from validation
-    logits and true class indices."""
+def calibrate(logits: np.ndarray, y: np.ndarray, target_precision: float = 0.95, guarantee: float = GUARANTEE,
+              name: str = "labels") -> Calibration:
+    """Temperature, the threshold guaranteed at ``target_precision`` (:func:`confidence_threshold`)
+    and calibration errors from validation logits and true class indices; ``name`` (the
+    attribute) names it in the warning that too few validation products guarantee nothing."""
     if not 0 < target_precision <= 1:
         raise ValueError(f"target_precision must be in (0, 1], got {target_precision}")
+    if not 0 < guarantee < 1:
+        raise ValueError(f"guarantee must be in (0, 1), got {guarantee}")
     temperature = fit_temperature(logits, y)
     before, after = softmax(logits, axis=1), softmax(logits / temperature, axis=1)
     confidence, correct = after.max(axis=1), after.argmax(axis=1) == y
-    threshold = confidence_threshold(confidence, correct, target_precision)
+    threshold = confidence_threshold(confidence, correct, target_precision, guarantee)
+    if not np.isfinite(threshold):
+        log.warning("%s: %d validation products guarantee no threshold at precision %g with probability %g (at "
+                    "least %d all correct are needed): every label goes to review", name, len(y), target_precision,
+                    guarantee, fewest_for_guarantee(target_precision, guarantee))
     auto = confidence >= threshold
     return Calibration(temperature, threshold, target_precision, expected_calibration_error(y, before),
                        expected_calibration_error(y, after), float(auto.mean()) if len(y) else 0.0,
-                       float(correct[auto].mean()) if auto.any() else float("nan"), int(len(y)))
+                       float(correct[auto].mean()) if auto.any() else float("nan"), int(len(y)), guarantee)

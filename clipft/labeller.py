@@ -15,7 +15,7 @@ from scipy.special import softmax
 from .cache.encoding import encode_catalogue, encode_texts
 from .cache.image_features import CachedImageFeatures, FrozenEncoder, image_trunk_and_head
 from .cache.text_features import CachedTextFeatures, text_features
-from .calibration import calibrate
+from .calibration import GUARANTEE, Calibration, calibrate
 from .catalogue import Catalogue, to_rgb
 from .defaults import TITLE_WEIGHT
 from .fusion import ProductFeatures, batched_parts
@@ -110,13 +110,19 @@ class Labeller:
                                 f"{', '.join(self.attributes)})")
         return self._with_heads({a: self.heads[a] for a in attributes})
 
-    def with_target_precision(self, target_precision: float) -> "Labeller":
-        """The labeller with thresholds refitted on its run's validation split for another target precision."""
+    def with_target_precision(self, target_precision: float, guarantee: float = GUARANTEE) -> "Labeller":
+        """The labeller with thresholds refitted on its run's validation split for another target
+        precision, guaranteed with probability ``guarantee`` (:func:`clipft.calibration.calibrate`)."""
         if not self.calibrated:
             raise LabellerError("a zero-shot labeller has no validation split to set a target precision on")
-        return self._with_heads({name: head.calibrated(calibrate(self.calibration_data[f"{name}.logits"],
-                                                                 self.calibration_data[f"{name}.y"], target_precision))
+        return self._with_heads({name: head.calibrated(self._recalibrated(name, target_precision, guarantee))
                                  for name, head in self.heads.items()})
+
+    def _recalibrated(self, name: str, target_precision: float, guarantee: float) -> Calibration:
+        calibration = calibrate(self.calibration_data[f"{name}.logits"], self.calibration_data[f"{name}.y"],
+                                target_precision, guarantee, name)
+        calibration.class_thresholds = self.heads[name].calibration.class_thresholds  # multi-valued: F1 thresholds
+        return calibration
 
     def catalogue_features(self, catalogue: Catalogue, skip_bad: bool = False, batch_size: int = 64,
                            workers: int = 0, progress: bool = True):

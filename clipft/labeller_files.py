@@ -238,7 +238,8 @@ def save_labeller(out: Path, kind: str, model, text_fn, heads: dict[str, Head], 
     arrays, calibrated = {}, {}
     for name, head in heads.items():
         logits, y, known = validation_logits(model, text_fn, head, features, val, batch_size)
-        calibration = calibrate(logits, y, target_precision) if len(y) else Calibration(target_precision=target_precision)
+        calibration = (calibrate(logits, y, target_precision, name=name) if len(y) else
+                       Calibration(target_precision=target_precision))
         if head.spec.multi and len(y):
             calibration.class_thresholds = multi_thresholds(head, logits / calibration.temperature, val, known)
         calibrated[name] = head.calibrated(calibration)

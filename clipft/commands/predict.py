@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from ..applicability import check_dependencies
+from ..calibration import GUARANTEE
 from ..catalogue import CatalogueError, CatalogueSource, validate_catalogue
 from ..distributed import init_distributed
 from ..fileio import rank_output_folder
@@ -21,12 +22,17 @@ from ..scoring import EncodeOptions
 log = logging.getLogger(__name__)
 
 
-def load_labeller(run: str | Path, device: str, cache_dir, attributes=None, target_precision=None) -> Labeller:
-    """The run's labeller, limited to ``attributes`` and re-thresholded at ``target_precision``."""
+def load_labeller(run: str | Path, device: str, cache_dir, attributes=None, target_precision=None,
+                  guarantee=None) -> Labeller:
+    """The run's labeller, limited to ``attributes`` and re-thresholded at ``target_precision``
+    (default: the run's) with probability ``guarantee`` when either is given."""
     labeller = Labeller.load(run, resolve_device(device), cache_dir)
     if attributes:
         labeller = labeller.select(attributes)
-    return labeller if target_precision is None else labeller.with_target_precision(target_precision)
+    if target_precision is None and guarantee is None:
+        return labeller
+    target = target_precision or next(iter(labeller.heads.values())).calibration.target_precision
+    return labeller.with_target_precision(target, guarantee or GUARANTEE)
 
 
 def title_column_for(source: CatalogueSource, labeller: Labeller) -> str | None:
@@ -49,13 +55,13 @@ def title_column_for(source: CatalogueSource, labeller: Labeller) -> str | None:
 
 def run_predict(run: str | Path, source: CatalogueSource, out: str | Path, options: EncodeOptions = EncodeOptions(),
                 attributes=None, target_precision: float | None = None, photos: TaskPhotos | str = "",
-                progress: bool = True) -> ScoringTotals | None:
+                progress: bool = True, guarantee: float | None = None) -> ScoringTotals | None:
     """Label every product of ``source`` with the run's labeller; rank 0 writes (others return None).
     Every output appears in ``out`` together, when the run succeeds. ``photos`` says how the
     Label Studio tasks name photos (a string: a prefix before their paths)."""
     started = time.perf_counter()
     world, device = init_distributed(resolve_device(options.device))
-    labeller = load_labeller(run, device, options.cache_dir, attributes, target_precision)
+    labeller = load_labeller(run, device, options.cache_dir, attributes, target_precision, guarantee)
     with rank_output_folder(world.main, out, OUTPUTS, previous=PREVIOUS) as stage:
         source.title_column = title_column_for(source, labeller)
         summary = validate_catalogue(source.chunks(), options.skip_bad)  # missing photos stop the run here

@@ -258,7 +258,8 @@ def review_metrics(arrays: dict[str, np.ndarray], calibration) -> dict:
     correct, auto = arrays["y"] == arrays["pred"], arrays["auto"]
     return {"coverage": float(auto.mean()) if len(auto) else None,
             "auto_accuracy": float(correct[auto].mean()) if auto.any() else None,
-            "threshold": calibration.to_dict()["threshold"], "target_precision": calibration.target_precision}
+            "threshold": calibration.to_dict()["threshold"], "target_precision": calibration.target_precision,
+            "guarantee": calibration.guarantee}
 
 
 def skipped_frame(catalogue: Catalogue, skipped: list[BadImage]) -> pd.DataFrame:

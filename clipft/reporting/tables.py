@@ -54,11 +54,13 @@ def comparison_text(comparison: pd.DataFrame) -> str:
 
 
 def review_table(metrics: dict) -> str:
-    """Per attribute: labelled products, accuracy, coverage and accuracy of the auto-labelled part, threshold."""
+    """Per attribute: labelled products, accuracy, coverage and accuracy of the auto-labelled part,
+    threshold, and the target precision with the probability it is guaranteed with."""
     if not metrics:
         return "(no label columns: coverage and accuracy need labels)"
-    frame = pd.DataFrame(metrics).T[["n", "accuracy", "coverage", "auto_accuracy", "threshold"]]
-    return frame.to_string(float_format=lambda v: f"{v:.3f}")
+    frame = pd.DataFrame(metrics).T
+    columns = ["n", "accuracy", "coverage", "auto_accuracy", "threshold", "target_precision", "guarantee"]
+    return frame[[c for c in columns if c in frame.columns]].to_string(float_format=lambda v: f"{v:.3f}")
 
 
 def model_label(comparison: pd.DataFrame) -> pd.Series:
