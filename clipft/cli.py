@@ -93,13 +93,15 @@ def zeroshot(prompt_files, source, encode, inputs, title_weight, out, model, pre
 @click.option("--target-precision", default=None, type=click.FloatRange(0, 1, min_open=True),
               help="Auto-accept a label when its calibrated confidence reaches a threshold at which, by the run's "
               "validation split, the auto-accepted labels reach this precision (default: the run's, 0.95).")
+@click.option("--adapt-prior", is_flag=True, help="Probabilities assume the catalogue's own class frequencies, "
+              "estimated without labels on its first chunk (EM prior adaptation), not those of the run's split.")
 @click.option("--guarantee", default=None, type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="The probability with which the target precision holds on new products (default: the run's, "
               "0.9); more validation products allow more auto-accepted labels at a higher guarantee.")
 @task_photo_options
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Folder for predictions.csv, review.csv, review_labelstudio.json and metrics.json.")
-def predict(run_dir, source, encode, attributes, target_precision, guarantee, photos, out) -> None:
+def predict(run_dir, source, encode, attributes, target_precision, adapt_prior, guarantee, photos, out) -> None:
     """Label a catalogue with a trained run, scored exactly as the run scored its test split.
 
     Each label gets a calibrated probability and a status: auto (its confidence reaches the
@@ -113,7 +115,8 @@ def predict(run_dir, source, encode, attributes, target_precision, guarantee, ph
     from .reporting.tables import review_table
 
     with user_errors():
-        totals = run_predict(run_dir, source, out, encode, attributes, target_precision, photos, guarantee=guarantee)
+        totals = run_predict(run_dir, source, out, encode, attributes, target_precision, photos, guarantee=guarantee,
+                             adapt_prior=adapt_prior)
     if totals is None:
         return
     click.echo(f"labelled {totals.scored} of {totals.rows} products ({totals.encoded} photos encoded, the rest from "

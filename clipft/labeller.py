@@ -22,6 +22,7 @@ from .fusion import ProductFeatures, batched_parts
 from .heads import Head, PromptHead
 from .labeller_files import LabellerError, load_weights, read_labeller
 from .models import load_model
+from .prior_shift import reweighted, split_prior
 from .prompts import PromptSpec, load_prompt_specs
 
 
@@ -48,8 +49,10 @@ class Labeller:
     trained run is calibrated, so only its labels can be auto-accepted."""
 
     def __init__(self, model, preprocess, tokenizer, heads: dict[str, Head], inputs: str, manifest: dict,
-                 calibration_data: dict | None = None, device="cpu", cache_dir=None):
+                 calibration_data: dict | None = None, device="cpu", cache_dir=None,
+                 priors: dict[str, np.ndarray] | None = None):
         self.model, self.preprocess, self.tokenizer = model, preprocess, tokenizer
+        self.priors = priors or {}  # attribute -> the labelled catalogue's class prior (clipft.prior_shift)
         self.heads, self.inputs, self.manifest = dict(heads), inputs, manifest
         self.calibration_data, self.device, self.cache_dir = calibration_data or {}, device, cache_dir
         self.kind = manifest.get("kind", "zeroshot")
@@ -98,9 +101,21 @@ class Labeller:
     def calibrated(self) -> bool:
         return self.kind != "zeroshot"
 
-    def _with_heads(self, heads: dict[str, Head]) -> "Labeller":
+    def _with_heads(self, heads: dict[str, Head], priors: dict | None = None) -> "Labeller":
+        priors = self.priors if priors is None else priors
         return type(self)(self.model, self.preprocess, self.tokenizer, heads, self.inputs, self.manifest,
-                          self.calibration_data, self.device, self.cache_dir)
+                          self.calibration_data, self.device, self.cache_dir, {a: priors[a] for a in heads if a in priors})
+
+    def split_prior(self, name: str) -> np.ndarray:
+        """The class frequencies of the run's validation split, which its probabilities assume."""
+        return split_prior(self.calibration_data.get(f"{name}.y", np.zeros(0, dtype=int)), len(self.heads[name].classes))
+
+    def with_priors(self, priors: dict[str, np.ndarray]) -> "Labeller":
+        """The labeller whose probabilities assume these class priors (per attribute) instead of
+        its validation split's: a catalogue's own frequencies, estimated by :func:`clipft.prior_shift.em_prior`."""
+        if not self.calibrated:
+            raise LabellerError("a zero-shot labeller has no split whose class frequencies its probabilities assume")
+        return self._with_heads(self.heads, priors)
 
     def select(self, attributes) -> "Labeller":
         """The labeller of ``attributes`` alone (each must be one it labels)."""
@@ -156,7 +171,9 @@ class Labeller:
         return {a: scorer(parts, self.inputs) for a, scorer in self.scorers.items()}
 
     def proba_from_logits(self, logits: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {a: softmax(v / self.heads[a].calibration.temperature, axis=1) for a, v in logits.items()}
+        proba = {a: softmax(v / self.heads[a].calibration.temperature, axis=1) for a, v in logits.items()}
+        return {a: reweighted(p, self.split_prior(a), self.priors[a]) if a in self.priors else p
+                for a, p in proba.items()}
 
     def predict_proba(self, X, titles=None, **encode_options) -> dict[str, np.ndarray]:
         """Calibrated probabilities per attribute (columns: ``self.heads[a].classes``) for a

@@ -6,6 +6,8 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
+
 from ..applicability import check_dependencies
 from ..calibration import GUARANTEE
 from ..catalogue import CatalogueError, CatalogueSource, validate_catalogue
@@ -13,11 +15,12 @@ from ..distributed import init_distributed
 from ..fileio import rank_output_folder
 from ..labeller import Labeller
 from ..models import resolve_device
-from ..precision import resolve_precision
+from ..precision import encoding_precision, resolve_precision
+from ..prior_shift import em_prior
 from ..prompts import warn_missing_columns
 from ..reporting.review import TaskPhotos
 from ..reporting.scoring_outputs import OUTPUTS, PREVIOUS, ScoringTotals, label_catalogue
-from ..scoring import EncodeOptions
+from ..scoring import EncodeOptions, score_chunk
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +56,25 @@ def title_column_for(source: CatalogueSource, labeller: Labeller) -> str | None:
     return None
 
 
+def adapted_to_catalogue(labeller: Labeller, source: CatalogueSource, options: EncodeOptions, main: bool) -> Labeller:
+    """The labeller with each single-valued attribute's class prior estimated, without labels, on
+    the catalogue's first chunk (EM, :func:`clipft.prior_shift.em_prior`), where it applies."""
+    chunk = score_chunk(labeller, next(iter(source.chunks())), options, main, progress=False)
+    if not main:  # this rank took its share of the encoding; rank 0 scores
+        return labeller
+    return labeller.with_priors({a: em_prior(p[chunk.applies[a]], labeller.split_prior(a))
+                                 for a, p in chunk.proba.items() if not labeller.heads[a].spec.multi})
+
+
 def run_predict(run: str | Path, source: CatalogueSource, out: str | Path, options: EncodeOptions = EncodeOptions(),
                 attributes=None, target_precision: float | None = None, photos: TaskPhotos | str = "",
-                progress: bool = True, guarantee: float | None = None) -> ScoringTotals | None:
+                progress: bool = True, guarantee: float | None = None,
+                adapt_prior: bool = False) -> ScoringTotals | None:
     """Label every product of ``source`` with the run's labeller; rank 0 writes (others return None).
     Every output appears in ``out`` together, when the run succeeds. ``photos`` says how the
-    Label Studio tasks name photos (a string: a prefix before their paths)."""
+    Label Studio tasks name photos (a string: a prefix before their paths). ``adapt_prior``:
+    probabilities assume the catalogue's own class frequencies, estimated on its first chunk
+    (:func:`adapted_to_catalogue`)."""
     started = time.perf_counter()
     world, device = init_distributed(resolve_device(options.device))
     labeller = load_labeller(run, device, options.cache_dir, attributes, target_precision, guarantee)
@@ -72,5 +88,10 @@ def run_predict(run: str | Path, source: CatalogueSource, out: str | Path, optio
             raise CatalogueError(f"{source.data}: catalogue has no rows")
         info = {"command": "predict", "labeller": str(run), "data": str(source.data),
                 "title_column": source.title_column}
+        if adapt_prior:
+            with encoding_precision(resolve_precision(options.precision, device)):
+                labeller = adapted_to_catalogue(labeller, source, options, world.main)
+            info["priors"] = {a: dict(zip(map(str, labeller.heads[a].classes), np.round(p, 4).tolist()))
+                              for a, p in labeller.priors.items()}
         return label_catalogue(labeller, source, summary.rows, options, resolve_precision(options.precision, device),
                                world.main, stage, info, photos, started, progress)

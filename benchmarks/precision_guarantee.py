@@ -1,0 +1,170 @@
+"""Does the precision target hold on the fashion test split (issue 25)? Each run's auto-accept
+threshold is chosen on its validation split with the finite-sample guarantee of
+clipft.calibration (Learn then Test: ten candidate thresholds, Clopper-Pearson, Bonferroni), and
+the labels it auto-accepts on the test split are checked against the target; beside it, the
+empirical rule it replaced (the lowest threshold at which validation precision reaches the
+target), applied to the same test predictions.
+
+    python benchmarks/precision_guarantee.py --set cache_dir=/tmp/cache
+
+Run from the repository root. Needs the aligned offline model (`clipft align --config
+benchmarks/configs/align-fashion.yaml --out runs/align-lite0-minilm`). Trains one run, photos
+only, on gender, category, color and season (benchmarks/configs/photos-fashion.yaml with the
+trunk locked, `unlocked_image_groups=0 epochs=20`: the cached fast path), kept under
+benchmarks/.work/precision_guarantee/ and not repeated; the photos-only and photo + title runs
+of benchmarks/catalogue_schema.py ('listed': category and color) are used as they are when
+present. Each run labels the test split with `clipft predict --target-precision T --guarantee G`.
+Results: benchmarks/results/precision_guarantee.{csv,md}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from review_audit import test_split_csv  # benchmarks/ is the script's folder
+from scipy.special import softmax
+
+from clipft.catalogue import CatalogueSource
+from clipft.commands.finetune import run_finetune
+from clipft.commands.predict import run_predict
+from clipft.fileio import atomic_write
+from clipft.prompts import load_prompt_spec
+from clipft.reporting.tables import markdown_table
+from clipft.scoring import EncodeOptions
+from clipft.training.config import load_config
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / ".work" / "precision_guarantee"
+SCHEMA = HERE / ".work" / "catalogue_schema"
+CONFIG = HERE / "configs" / "photos-fashion.yaml"
+OVERRIDES = ["unlocked_image_groups=0", "epochs=20"]
+# run name -> its folder; the first is trained here, the others are reused when present
+RUNS = {"photos only (4 attributes)": WORK / "photos-only",
+        "photos only (catalogue_schema listed)": SCHEMA / "photosonly" / "listed",
+        "photo + title (catalogue_schema listed)": SCHEMA / "photo-title" / "listed"}
+TARGETS = (0.9, 0.95)
+GUARANTEES = (0.9,)
+
+
+def empirical_threshold(confidence: np.ndarray, correct: np.ndarray, target: float) -> float:
+    """The old rule, kept as the baseline: the lowest confidence at which the validation labels at
+    or above it are correct at a rate of at least ``target`` (``inf`` when none is)."""
+    order = np.argsort(-confidence, kind="stable")
+    conf, hits = confidence[order], correct[order].astype(float)
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    last_of_value = np.r_[conf[1:] != conf[:-1], True]  # a threshold takes every row of its confidence
+    reached = np.flatnonzero((precision >= target) & last_of_value)
+    return float(conf[reached[-1]]) if len(reached) else float("inf")
+
+
+def validation(run: Path, attribute: str) -> tuple[np.ndarray, np.ndarray]:
+    """(calibrated confidence, correct) of the run's validation products for one attribute."""
+    data = np.load(run / "calibration.npz")
+    labeller = json.loads((run / "labeller.json").read_text())
+    temperature = labeller["attributes"][attribute]["calibration"]["temperature"]
+    proba = softmax(data[f"{attribute}.logits"] / temperature, axis=1)
+    return proba.max(axis=1), proba.argmax(axis=1) == data[f"{attribute}.y"]
+
+
+def test_frame(predicted: Path, test: pd.DataFrame, attribute: str) -> pd.DataFrame:
+    """The test products labelled with one of the attribute's classes: confidence, correct, auto."""
+    spec = load_prompt_spec(attribute)
+    frame = pd.read_csv(predicted / "predictions.csv", dtype={"id": str}, keep_default_na=False)
+    frame = frame.merge(test[["id", spec.column]].rename(columns={spec.column: "value"}), on="id")
+    frame = frame[frame["value"].isin(spec.classes) & (frame[f"{attribute}_status"] != "n/a")]
+    return pd.DataFrame({"conf": frame[f"{attribute}_prob"].astype(float),
+                         "correct": frame[attribute] == frame["value"],
+                         "auto": frame[f"{attribute}_status"] == "auto"})
+
+
+def rows_for(name: str, run: Path, test_csv: Path, target: float, guarantee: float, cache_dir) -> list[dict]:
+    """One row per attribute: the guaranteed threshold (from `clipft predict`) and the empirical one."""
+    predicted = WORK / f"{run.parent.name}-{run.name}-predict-t{target}-g{guarantee}"
+    if not (predicted / "metrics.json").is_file():
+        run_predict(run, CatalogueSource(str(test_csv)), predicted, EncodeOptions(cache_dir=cache_dir),
+                    target_precision=target, guarantee=guarantee, progress=False)
+    metrics = json.loads((predicted / "metrics.json").read_text())
+    test = pd.read_csv(test_csv, dtype=str, keep_default_na=False)
+    rows = []
+    for attribute, m in metrics["attributes"].items():
+        calibration = metrics["calibration"][attribute]
+        frame = test_frame(predicted, test, attribute)
+        if len(frame) != m["n"] or not np.isclose(frame["correct"].mean(), m["accuracy"]):
+            raise RuntimeError(f"{predicted}: {attribute}: test labels do not match metrics.json")
+        guaranteed = np.inf if calibration["threshold"] is None else calibration["threshold"]
+        threshold = empirical_threshold(*validation(run, attribute), target)
+        empirical = frame["conf"] >= threshold  # on probabilities rounded to 4 places in predictions.csv
+        base = {"run": name, "attribute": attribute, "target": target, "guarantee": guarantee,
+                "val_products": calibration["n_val"], "test_products": m["n"], "test_accuracy": m["accuracy"]}
+        rows.append({**base, "rule": "guaranteed (LTT)", "threshold": calibration["threshold"],
+                     "val_coverage": calibration["val_coverage"], "coverage": m["coverage"],
+                     "auto_accuracy": m["auto_accuracy"], "auto_rounding_mismatches":
+                     int(((frame["conf"] >= guaranteed) != frame["auto"]).sum())})
+        rows.append({**base, "rule": "empirical (old)", "threshold": threshold, "val_coverage": None,
+                     "coverage": float(empirical.mean()),
+                     "auto_accuracy": float(frame["correct"][empirical].mean()) if empirical.any() else None,
+                     "auto_rounding_mismatches": None})
+    for row in rows:
+        row["meets_target"] = row["auto_accuracy"] is None or row["auto_accuracy"] >= target
+    return rows
+
+
+def trained(cache_overrides: list[str]) -> None:
+    """The photos-only run on all four attributes, trained once."""
+    folder = RUNS["photos only (4 attributes)"]
+    if not (folder / "labeller.json").is_file():
+        print(f"== fine-tuning {folder}", flush=True)
+        run_finetune(load_config(CONFIG, [*OVERRIDES, *cache_overrides]), folder, progress=False)
+
+
+def report(table: pd.DataFrame, command: str) -> str:
+    shown = table.assign(**{c: table[c].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
+                            for c in ("threshold", "val_coverage", "coverage", "auto_accuracy", "test_accuracy")})
+    shown["meets_target"] = shown["meets_target"].map({True: "yes", False: "**no**"})
+    columns = ["attribute", "rule", "val_products", "threshold", "val_coverage", "coverage", "auto_accuracy",
+               "meets_target", "test_products", "test_accuracy"]
+    parts = [f"Fashion test split, `{command}`; coverage and auto_accuracy on the test split "
+             "(auto_accuracy: accuracy of the auto-accepted labels; an empty threshold: nothing accepted).\n"]
+    for (name, target, guarantee), group in shown.groupby(["run", "target", "guarantee"], sort=False):
+        parts.append(f"\n### {name}, target {target}, guarantee {guarantee}\n\n"
+                     + markdown_table(group[columns].set_index("attribute")))
+    return "".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for the run trained here (e.g. cache_dir=/tmp/cache)")
+    parser.add_argument("--out", default=str(HERE / "results"))
+    args = parser.parse_args()
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    cfg = load_config(CONFIG, [*OVERRIDES, *args.set])
+    trained(args.set)
+    test_csv = SCHEMA / "test.csv"
+    if not test_csv.is_file():
+        test_csv = test_split_csv(cfg.catalogue.data, Path(cfg.split.splits_from), WORK / "test.csv")
+    rows = []
+    for name, run in RUNS.items():
+        if not (run / "labeller.json").is_file():
+            print(f"== {name}: no run at {run}, left out", flush=True)
+            continue
+        for target in TARGETS:
+            for guarantee in GUARANTEES:
+                rows += rows_for(name, run, test_csv, target, guarantee, cfg.runtime.cache_dir)
+    table = pd.DataFrame(rows)
+    out = Path(args.out)
+    with atomic_write(out / "precision_guarantee.csv") as f:
+        table.to_csv(f, index=False)
+    command = " ".join(["python benchmarks/precision_guarantee.py", *(f"--set {s}" for s in args.set)])
+    text = report(table, command)
+    with atomic_write(out / "precision_guarantee.md") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
