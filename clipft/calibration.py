@@ -2,12 +2,14 @@
 calibration error, and the confidence threshold above which labels are accepted without a
 person at a target precision. Plain functions of scores and labels, fitted on validation.
 
-The threshold carries a finite-sample guarantee (Learn then Test, Angelopoulos et al. 2021):
-ten candidate thresholds, the confidences that accept the most confident 10%, 20%, ... 100% of
-the validation products, are each tested by the one-sided Clopper-Pearson bound on the error of
-the products they accept, at a Bonferroni-corrected level, and the lowest that passes is kept.
-Then, with probability at least ``guarantee`` over the validation draw, the labels accepted on
-new products from the same catalogue are correct at a rate of at least the target."""
+The threshold carries a finite-sample guarantee (Learn then Test, Angelopoulos et al. 2021, with
+fixed-sequence testing): the candidate thresholds, the confidences that accept the most
+confident 10%, 11%, ... 100% of the validation products, are tested in that order by the
+one-sided Clopper-Pearson bound on the error of the products they accept, and the last one
+before the first that fails is kept. The order is fixed by the confidences alone, before any
+label is read, so no correction for the number of candidates is needed. Then, with probability
+at least ``guarantee`` over the validation draw, the labels accepted on new products from the
+same catalogue are correct at a rate of at least the target."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -22,7 +24,7 @@ from scipy.stats import beta
 
 log = logging.getLogger(__name__)
 GUARANTEE = 0.9  # the probability with which the target precision holds on new products
-CANDIDATES = 10  # thresholds tested: the confidences at coverages 10%, 20%, ... 100% of validation
+COVERAGES = np.arange(10, 101) / 100  # the candidates, in testing order: the confidences at these coverages
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
@@ -58,43 +60,43 @@ def error_upper_bound(errors: np.ndarray, n: np.ndarray, guarantee: float) -> np
     return np.where(errors >= n, 1.0, bound)
 
 
-def per_test(guarantee: float) -> float:
-    """The level each candidate is tested at, so that all of them hold together (Bonferroni)."""
-    return 1 - (1 - guarantee) / CANDIDATES
-
-
 def fewest_for_guarantee(target_precision: float, guarantee: float) -> int:
-    """How many validation products, all correct, one candidate must accept before it can pass."""
+    """How many validation products, all correct, a candidate must accept before it can pass."""
     if target_precision >= 1:
         return 1
-    return math.ceil(math.log(1 - per_test(guarantee)) / math.log(target_precision))
+    return math.ceil(math.log(1 - guarantee) / math.log(target_precision))
 
 
-def candidate_rows(conf: np.ndarray) -> np.ndarray:
-    """The last row (of rows sorted by decreasing confidence) each candidate accepts: the row at
-    each tenth of the products, moved down to the last of its confidence (a threshold takes every
-    row of its confidence or none). Chosen from the confidences alone, before any label is read."""
+def candidate_rows(conf: np.ndarray, fewest: int) -> np.ndarray:
+    """The last row (of rows sorted by decreasing confidence) each candidate accepts, in testing
+    order: the row at each coverage of :data:`COVERAGES`, moved down to the last of its confidence
+    (a threshold takes every row of its confidence or none); candidates that accept fewer than
+    ``fewest`` rows could never pass and are not tested. Chosen before any label is read."""
     last_of_value = np.flatnonzero(np.r_[conf[1:] != conf[:-1], True])
-    wanted = np.ceil(np.arange(1, CANDIDATES + 1) / CANDIDATES * len(conf)).astype(int) - 1
-    return np.unique(last_of_value[np.searchsorted(last_of_value, wanted)])
+    wanted = np.ceil(COVERAGES * len(conf)).astype(int) - 1
+    rows = np.unique(last_of_value[np.searchsorted(last_of_value, wanted)])
+    return rows[rows + 1 >= fewest]
 
 
 def confidence_threshold(confidence: np.ndarray, correct: np.ndarray, target_precision: float,
                          guarantee: float = GUARANTEE) -> float:
-    """The lowest candidate threshold (:func:`candidate_rows`) whose accepted labels are correct at
-    a rate of at least ``target_precision`` with probability ``guarantee`` (the Clopper-Pearson
-    bound of each, Bonferroni-corrected); ``inf`` (everything to review) when none is."""
+    """The lowest candidate threshold (:func:`candidate_rows`) reached, testing from the most
+    confident, before the first whose accepted labels cannot be shown correct at a rate of at
+    least ``target_precision`` with probability ``guarantee`` (the Clopper-Pearson bound);
+    ``inf`` (everything to review) when the first already fails."""
     order = np.argsort(-np.asarray(confidence), kind="stable")
     conf, hits = np.asarray(confidence)[order], np.asarray(correct, dtype=float)[order]
     if not len(conf):
         return float("inf")
-    rows = candidate_rows(conf)
+    rows = candidate_rows(conf, fewest_for_guarantee(target_precision, guarantee))
     n, errors = rows + 1, rows + 1 - np.cumsum(hits)[rows]
     if target_precision >= 1:
         passes = errors == 0
     else:
-        passes = error_upper_bound(errors, n, per_test(guarantee)) <= 1 - target_precision
-    return float(conf[rows[passes][-1]]) if passes.any() else float("inf")
+        passes = error_upper_bound(errors, n, guarantee) <= 1 - target_precision
+    failed = np.flatnonzero(~passes)
+    accepted = rows[: failed[0] if len(failed) else len(rows)]
+    return float(conf[accepted[-1]]) if len(accepted) else float("inf")
 
 
 def risk_coverage(confidence: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
