@@ -36,6 +36,7 @@ from clipft.catalogue import CatalogueSource
 from clipft.fileio import atomic_write, write_json
 from clipft.prompts import load_prompt_spec
 from clipft.reporting.tables import markdown_table
+from clipft.scoring import EncodeOptions
 from clipft.training.config import load_config
 
 HERE = Path(__file__).resolve().parent
@@ -86,7 +87,7 @@ def review_coverage(args, work: Path, results: Path) -> pd.DataFrame:
         if not (run_dir / "labeller.json").is_file():
             train(run_dir)
         totals = run_predict(run_dir, CatalogueSource(str(test)), work / f"predict-{run_dir.name}",
-                             cache_dir=base.runtime.cache_dir, progress=False)
+                             EncodeOptions(cache_dir=base.runtime.cache_dir), progress=False)
         shutil.copy(work / f"predict-{run_dir.name}" / "risk_coverage.png", results / f"review_coverage_{run_dir.name}.png")
         rows += coverage_rows(name, totals)
     return pd.DataFrame(rows)
@@ -104,7 +105,7 @@ def audit_flips(args, work: Path) -> tuple[pd.DataFrame, dict]:
             run_probe(cfg, run_dir, ("logistic",), (inputs,), progress=False)
         started = time.perf_counter()
         issues, _ = run_audit(run_dir, CatalogueSource(str(noisy), seed=args.seed), work / f"audit-flipped-{inputs}",
-                              cache_dir=base.runtime.cache_dir, progress=False)
+                              EncodeOptions(cache_dir=base.runtime.cache_dir), progress=False)
         seconds = time.perf_counter() - started
         for name, truth in flipped.items():
             found = set(issues.loc[issues["attribute"] == name, "id"].astype(str))
@@ -114,7 +115,7 @@ def audit_flips(args, work: Path) -> tuple[pd.DataFrame, dict]:
                          "audit_seconds": round(seconds, 1)})
         clean = CatalogueSource(str(base.catalogue.data), seed=args.seed)
         issues, summary = run_audit(run_dir, clean, work / f"audit-clean-{inputs}",
-                                    cache_dir=base.runtime.cache_dir, progress=False)
+                                    EncodeOptions(cache_dir=base.runtime.cache_dir), progress=False)
         real[inputs] = {name: {"audited": s["audited"], "flagged": s.get("issues", 0),
                                "top": issues[issues["attribute"] == name].head(10)[["id", "given", "suggested", "confidence"]]
                                .to_dict("records")} for name, s in summary.items()}
