@@ -87,3 +87,11 @@ def test_zero_shot_prompts_instead_of_a_run(suggest_setup, tmp_path):
                   "--strategy", "coreset", "--cache-dir", str(cache), "--out", str(tmp_path / "z")])
     assert "suggested 3 of 20" in result.output
     assert json.loads((tmp_path / "z" / "suggest.json").read_text())["model_version"] == "clipft-tiny"
+
+
+def test_suggested_tasks_name_photos_under_the_document_root(suggest_setup, tmp_path):
+    root = suggest_setup[1].parent.parent  # the folder that holds the catalogue's folder
+    suggest(suggest_setup, tmp_path / "s", "--budget", "3", "--document-root", str(root))
+    tasks = json.loads((tmp_path / "s" / "suggest_labelstudio.json").read_text())
+    folder = suggest_setup[1].parent.name
+    assert all(t["data"]["image"].startswith(f"/data/local-files/?d={folder}/images/") for t in tasks)
