@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .prompts import PromptFileError, PromptSpec
+from .vectors import blank_cells
 
 
 def by_name(specs: list[PromptSpec]) -> dict[str, PromptSpec]:
@@ -54,11 +55,6 @@ def check_dependencies(specs: list[PromptSpec], columns, data) -> None:
                                       f"here ({', '.join(s.attribute for s in specs)}) nor a column of {data}")
 
 
-def _blank(values: np.ndarray) -> np.ndarray:
-    text = pd.Series(values, dtype=object)
-    return (text.isna() | (text.astype(str).str.strip() == "")).to_numpy()
-
-
 def dependency_values(name: str, named: dict[str, PromptSpec], frame: pd.DataFrame | None, rows: np.ndarray,
                       predicted: dict[str, np.ndarray]) -> np.ndarray:
     """Per product of ``rows``, the value of attribute (or column) ``name``: the catalogue's when
@@ -68,10 +64,10 @@ def dependency_values(name: str, named: dict[str, PromptSpec], frame: pd.DataFra
     values = np.full(len(rows), None, dtype=object)
     if frame is not None and column in frame.columns:
         values = frame[column].to_numpy(dtype=object)[rows].copy()
-    missing = _blank(values)
+    missing = blank_cells(values)
     if spec is not None and spec.attribute in predicted:
         values[missing] = np.asarray(predicted[spec.attribute], dtype=object)[missing]
-        missing = _blank(values)
+        missing = blank_cells(values)
     values[missing] = None
     return values
 

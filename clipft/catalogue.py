@@ -24,6 +24,7 @@ from PIL import Image, ImageOps
 from .csvfile import CsvError, read_csv_frames, read_header
 from .defaults import CHUNK_SIZE
 from .photo_download import DownloadError, PhotoDownloads, is_url
+from .vectors import blank_cells
 
 IMAGE_COLUMNS = ("image", "image_path", "path", "file", "filename")
 ID_COLUMNS = ("id",)
@@ -89,9 +90,8 @@ class Catalogue:
         if self.title_column is None:
             return [None] * len(self)
         column = self.frame[self.title_column].astype(object)
-        blank = column.isna() | (column.astype(str).str.strip() == "")
         values = column.astype(str).to_numpy(dtype=object)
-        values[blank.to_numpy()] = None
+        values[blank_cells(column)] = None
         return values.tolist()
 
 

@@ -15,6 +15,8 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
+from .vectors import blank_cells
+
 
 @dataclass
 class LabelCheck:
@@ -28,7 +30,7 @@ class LabelCheck:
 def check_labels(labels, classes) -> LabelCheck:
     classes = set(classes)
     values = pd.Series(list(labels), dtype=object)
-    missing = values.isna() | (values.astype(str).str.strip() == "")
+    missing = pd.Series(blank_cells(values), index=values.index)
     known = values.isin(classes) & ~missing
     unknown = Counter(values[~known & ~missing].astype(str))
     return LabelCheck(known.to_numpy(), dict(unknown.most_common()), int(missing.sum()))

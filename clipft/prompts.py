@@ -40,6 +40,7 @@ import pandas as pd
 from .fileio import read_yaml
 from .shipped import not_found, resolve
 from .taxonomy import Taxonomy, TaxonomyError, load_taxonomy, parse_taxonomy
+from .vectors import blank_cells
 
 log = logging.getLogger(__name__)
 _KEYS = ("attribute", "column", "templates", "classes")
@@ -74,9 +75,7 @@ class PromptSpec:
             from .multilabel import other_values
 
             return other_values(values, self.classes, self.other, self.separator)
-        text = pd.Series(values, dtype=object)
-        blank = (text.isna() | (text.astype(str).str.strip() == "")).to_numpy()
-        outside = ~blank & ~text.isin(self.classes).to_numpy()
+        outside = ~blank_cells(values) & ~pd.Series(values, dtype=object).isin(self.classes).to_numpy()
         return np.where(outside, self.other, values)
 
     def prompts_for(self, value: str) -> list[str]:

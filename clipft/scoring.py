@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from .applicability import applies
 from .catalogue import BadImage, Catalogue
 from .defaults import BATCH_SIZE, CHUNK_SIZE, DEVICE
-from .fusion import scored_on
+from .fusion import ProductFeatures, scored_on
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,14 @@ class ScoredChunk:
     encoded: int  # photos computed in this chunk (the rest came from the cache)
     scored_on: np.ndarray  # per scored row: image, title, image+title, or nothing (text-only, no title)
     applies: dict[str, np.ndarray]  # attribute -> per scored row, whether it applies (clipft.applicability)
+    features: ProductFeatures | None = None  # the chunk's product features (photos from the cache), for reuse
+
+    def take(self, positions) -> "ScoredChunk":
+        """The chunk cut down to the scored rows at ``positions`` (in that order)."""
+        positions = np.asarray(positions, dtype=int)
+        return dataclasses.replace(self, rows=self.rows[positions], proba={a: p[positions] for a, p in self.proba.items()},
+                                   scored_on=self.scored_on[positions],
+                                   applies={a: m[positions] for a, m in self.applies.items()})
 
 
 def score_chunk(labeller, chunk: Catalogue, options: EncodeOptions, main: bool = True,
@@ -54,7 +62,8 @@ def score_chunk(labeller, chunk: Catalogue, options: EncodeOptions, main: bool =
         predicted = {a: labeller.heads[a].classes[p.argmax(axis=1)] if len(p) else np.zeros(0, dtype=object)
                      for a, p in proba.items()}
         applying = applies([h.spec for h in labeller.heads.values()], chunk.frame, rows, predicted)
-    return ScoredChunk(chunk, rows, bad, proba, encoded, scored_on(features.titles[rows], labeller.inputs), applying)
+    return ScoredChunk(chunk, rows, bad, proba, encoded, scored_on(features.titles[rows], labeller.inputs), applying,
+                       features)
 
 
 def score_chunks(labeller, chunks: Iterable[Catalogue], options: EncodeOptions, rows: int | None = None,

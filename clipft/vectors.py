@@ -1,8 +1,15 @@
-"""Vector helpers shared by the library's layers (zero-shot scoring, near-duplicate splits);
-they import nothing of clipft, so any module may use them."""
+"""Vector helpers shared by the library's layers (zero-shot scoring, near-duplicate splits,
+label columns); they import nothing of clipft, so any module may use them."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+
+
+def blank_cells(values) -> np.ndarray:
+    """Per value, whether it is missing: empty, only spaces, None or NaN (a catalogue's blank cell)."""
+    text = pd.Series(list(values), dtype=object)
+    return (text.isna() | (text.astype(str).str.strip() == "")).to_numpy()
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

@@ -62,7 +62,7 @@ def test_margin_picks_the_least_sure_products(suggest_setup, tmp_path):
     labeller = Labeller.load(run_dir, "cpu", str(cache))
     options = EncodeOptions(cache_dir=str(cache))
     scored = score_chunk(labeller, CatalogueSource(str(data)).load(), options, progress=False)
-    found = choose(labeller, scored, options, 4, "margin", 0)
+    found = choose(labeller, scored, 4, "margin", 0)
     margins = []
     for row in range(10, 30):
         per = []

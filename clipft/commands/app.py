@@ -8,6 +8,7 @@ link, bound to localhost unless told otherwise."""
 from __future__ import annotations
 
 import html
+import io
 import os
 from pathlib import Path
 
@@ -30,9 +31,10 @@ class PhotoError(ValueError):
     """An upload that is not a photo; the message names the file."""
 
 
-def open_photo(path: str | os.PathLike) -> Image.Image:
-    """The uploaded file as an RGB photo, or a PhotoError saying why it is not one."""
-    name = Path(path).name
+def open_photo(path: str | os.PathLike | io.BytesIO, name: str | None = None) -> Image.Image:
+    """The uploaded file (or bytes, named ``name`` in messages) as an RGB photo, or a PhotoError
+    saying why it is not one."""
+    name = name or Path(path).name
     try:
         with Image.open(path) as img:
             return to_rgb(img)

@@ -26,9 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from ..catalogue import to_rgb
 from ..labeller import Labeller
 from ..photo_download import PhotoDownloads, is_url
 from .app import PhotoError, label_photo, open_photo
@@ -127,7 +126,7 @@ class Backend:
     def read_photo(self, image: str) -> Image.Image:
         try:
             if image.startswith("data:"):
-                return open_bytes(data_uri_bytes(image))
+                return open_photo(io.BytesIO(data_uri_bytes(image)), "photo data URI")
             return open_photo(self.photo_file(image))
         except PhotoError as err:
             raise ServeError(str(err)) from None
@@ -156,14 +155,6 @@ class Backend:
         if not path.is_file():
             raise ServeError(f"photo {short(name)}: no such file under {root}")
         return path
-
-
-def open_bytes(data: bytes) -> Image.Image:
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            return to_rgb(img)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
-        raise ServeError(f"photo data URI: not an image clipft can read ({type(err).__name__})") from None
 
 
 def data_uri_bytes(uri: str) -> bytes:

@@ -15,12 +15,14 @@ import torch.nn.functional as F
 
 from ..active import Pool, product_uncertainty, select
 from ..applicability import check_dependencies
-from ..catalogue import Catalogue, CatalogueError, CatalogueSource, check_images
+from ..catalogue import CatalogueError, CatalogueSource, check_images
 from ..fileio import atomic_write, output_folder, write_json
 from ..fusion import batched_parts, combine
 from ..labeller import Labeller
-from ..reporting.review import TaskPhotos, label_studio_config, label_studio_tasks
+from ..reporting.results import predictions_frame
+from ..reporting.review import TaskPhotos, label_studio_config, label_studio_tasks, review_frame
 from ..scoring import EncodeOptions, ScoredChunk, score_chunk
+from ..vectors import blank_cells
 from .predict import title_column_for
 
 DEFAULT_STRATEGY = "typiclust"
@@ -35,12 +37,11 @@ class Suggestions:
     labelled: int  # products already labelled (kept out, and covered by the diversity strategies)
 
 
-def product_embeddings(labeller: Labeller, catalogue: Catalogue, options: EncodeOptions, rows) -> np.ndarray:
-    """Unit embeddings of catalogue ``rows`` as the labeller sees them (photo, title or fused);
-    the photos come from the embedding cache that scoring filled."""
-    features, _, _, _ = labeller.catalogue_features(catalogue, options.skip_bad, options.batch_size,
-                                                    options.workers, progress=False)
-    parts = batched_parts(features, np.asarray(rows, dtype=int), labeller.batch_size)
+def product_embeddings(labeller: Labeller, scored: ScoredChunk) -> np.ndarray:
+    """Unit embeddings of the scored rows as the labeller sees them (photo, title or fused), from
+    the product features scoring computed."""
+    features = scored.features
+    parts = batched_parts(features, np.asarray(scored.rows, dtype=int), labeller.batch_size)
     return F.normalize(combine(parts, features.inputs, features.weight), dim=-1).numpy()
 
 
@@ -52,9 +53,7 @@ def labelled_mask(labeller: Labeller, scored: ScoredChunk) -> np.ndarray:
         column = head.spec.column
         if column not in frame.columns:
             return np.zeros(len(scored.rows), dtype=bool)
-        cells = frame[column].iloc[scored.rows].astype(object)
-        blank = (cells.isna() | (cells.astype(str).str.strip() == "")).to_numpy()
-        done &= ~(blank & scored.applies[name])
+        done &= ~(blank_cells(frame[column].iloc[scored.rows]) & scored.applies[name])
     return done
 
 
@@ -68,29 +67,24 @@ def suggestion_frame(labeller: Labeller, scored: ScoredChunk, picks: np.ndarray,
                          "strategy": strategy, "uncertainty": np.round(uncertainty[picks], 4)})
 
 
-def prediction_rows(labeller: Labeller, scored: ScoredChunk, chosen: pd.DataFrame, picks: np.ndarray) -> pd.DataFrame:
-    """The chosen products' predicted labels in the shape of a review queue (one row per product
-    and applying attribute), which :func:`label_studio_tasks` turns into pre-annotated tasks."""
-    parts = []
-    for name, head in labeller.heads.items():
-        proba, applying = scored.proba[name][picks], scored.applies[name][picks]
-        best = proba.argmax(axis=1)
-        parts.append(pd.DataFrame({"order": np.arange(len(picks)), "id": chosen["id"], "image": chosen["image"],
-                                   "title": chosen["title"], "attribute": name, "column": head.spec.column,
-                                   "predicted": head.classes[best], "probability": proba[np.arange(len(best)), best]
-                                   })[applying])
-    frame = pd.concat(parts, ignore_index=True)
-    return frame.sort_values("order", kind="stable").drop(columns="order").reset_index(drop=True)
+def prediction_rows(labeller: Labeller, scored: ScoredChunk, picks: np.ndarray) -> pd.DataFrame:
+    """The chosen products' labels, by predict's rule (:func:`predictions_frame`), in the shape of
+    a review queue (one row per product and applying attribute) and in rank order, which
+    :func:`label_studio_tasks` turns into pre-annotated tasks."""
+    chosen = scored.take(picks)
+    predicted = predictions_frame(chosen, labeller.heads)
+    queue = review_frame(scored.catalogue, chosen.rows, predicted, labeller.heads, statuses=("auto", "review"))
+    rank = dict(zip(predicted["id"], range(len(predicted))))
+    return queue.sort_values("id", key=lambda ids: ids.map(rank), kind="stable").reset_index(drop=True)
 
 
-def choose(labeller: Labeller, scored: ScoredChunk, options: EncodeOptions, budget: int, strategy: str,
-           seed: int) -> Suggestions:
+def choose(labeller: Labeller, scored: ScoredChunk, budget: int, strategy: str, seed: int) -> Suggestions:
     """The ``budget`` unlabelled products ``strategy`` picks, best first."""
     done = labelled_mask(labeller, scored)
     candidates = np.flatnonzero(~done)
     if len(candidates) == 0:
         raise CatalogueError(f"{scored.catalogue.source}: every product is labelled already: nothing to suggest")
-    embeddings = product_embeddings(labeller, scored.catalogue, options, scored.rows)
+    embeddings = product_embeddings(labeller, scored)
     pool = Pool(embeddings[candidates], {a: p[candidates] for a, p in scored.proba.items()},
                 {a: m[candidates] for a, m in scored.applies.items()}, embeddings[done])
     picks = candidates[select(strategy, pool, budget, seed)]
@@ -115,8 +109,8 @@ def run_suggest(labeller: Labeller, source: CatalogueSource, out: str | Path, bu
         scored = score_chunk(labeller, catalogue, options, progress=progress)
         if len(scored.rows) == 0:
             raise CatalogueError(f"{source.data}: catalogue has no usable rows")
-        found = choose(labeller, scored, options, budget, strategy, seed)
-        write_outputs(stage, labeller, found, prediction_rows(labeller, scored, found.chosen, found.picks),
+        found = choose(labeller, scored, budget, strategy, seed)
+        write_outputs(stage, labeller, found, prediction_rows(labeller, scored, found.picks),
                       photos, {"strategy": strategy, "seed": seed, "budget": budget, "data": str(source.data),
                                          "model_version": model_version})
     return found

@@ -25,12 +25,14 @@ log = logging.getLogger(__name__)
 PRODUCT_FIELD = "clipft_id"  # the task data field naming the product (import-labels keys answers by it)
 
 
-def review_frame(catalogue: Catalogue, rows: np.ndarray, predicted: pd.DataFrame, heads: dict) -> pd.DataFrame:
-    """One row per (product, attribute) sent to review: id, image, title, attribute, the
-    predicted value, its probability and top 3 (``predicted``: :func:`predictions_frame`'s rows)."""
+def review_frame(catalogue: Catalogue, rows: np.ndarray, predicted: pd.DataFrame, heads: dict,
+                 statuses=("review",)) -> pd.DataFrame:
+    """One row per (product, attribute) sent to review (or of another of ``statuses``): id, image,
+    title, attribute, the predicted value, its probability and top 3 (``predicted``:
+    :func:`predictions_frame`'s rows)."""
     titles, parts = catalogue.titles(), []
     for name, head in heads.items():
-        mine = np.flatnonzero(predicted[f"{name}_status"].to_numpy() == "review")
+        mine = np.flatnonzero(np.isin(predicted[f"{name}_status"].to_numpy(), statuses))
         parts.append(pd.DataFrame({
             "id": predicted["id"].to_numpy()[mine], "image": [catalogue.image_name(rows[i]) for i in mine],
             "title": [titles[rows[i]] for i in mine], "attribute": name, "column": head.spec.column,
