@@ -18,6 +18,7 @@ benchmarks/results/active_labelling.{csv,md,png}.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -130,6 +131,24 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
     return wide.reindex(columns=[s for s in STRATEGIES if s in wide.columns]).reset_index()
 
 
+def labels_to_match_random(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per catalogue, attribute and strategy: for each budget B, the fewest products (of the budgets
+    run) with which the strategy's mean accuracy reaches random's at B ('-' when none does)."""
+    mean = frame.groupby(["catalogue", "attribute", "strategy", "labelled"])["accuracy"].mean()
+    rows = []
+    for (catalogue, attribute), group in mean.groupby(level=["catalogue", "attribute"]):
+        curves = {s: g.droplevel(["catalogue", "attribute", "strategy"]) for s, g in group.groupby(level="strategy")}
+        for strategy, curve in curves.items():
+            if strategy == "random":
+                continue
+            row = {"catalogue": catalogue, "attribute": attribute, "strategy": strategy}
+            for budget, accuracy in curves["random"].items():
+                reached = curve[curve >= accuracy - 1e-12]
+                row[f"random@{budget}"] = str(int(reached.index.min())) if len(reached) else "-"
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def plot(frame: pd.DataFrame, path: Path) -> None:
     panels = frame[["catalogue", "attribute"]].drop_duplicates().to_numpy().tolist()
     fig, axes = subplots(1, len(panels), figsize=(3.2 * len(panels), 3), squeeze=False)
@@ -148,27 +167,18 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
 
 
 def catalogues(args) -> list[dict]:
-    work = Path(args.work)
-    sample = make_catalogue(work / "sample", n=args.n, size=96, seed=0)
-    found = [prepare("generated", CatalogueSource(str(sample)), ["color", "sleeve", "lid"], args.cache_dir)]
+    work, found = Path(args.work), []
+    if args.n > 0:
+        sample = make_catalogue(work / "sample", n=args.n, size=96, seed=0)
+        found.append(prepare("generated", CatalogueSource(str(sample)), ["color", "sleeve", "lid"], args.cache_dir))
     if FASHION.joinpath("styles.csv").is_file() and args.fashion > 0:
         source = CatalogueSource(str(FASHION / "styles.csv"), limit=args.fashion, seed=0, skip_bad=True)
         found.append(prepare("fashion", source, ["gender", "category", "color", "season"], args.cache_dir))
     return found
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=600, help="generated products")
-    parser.add_argument("--fashion", type=int, default=1000, help="fashion products sampled (0: skip)")
-    parser.add_argument("--budgets", default="8,16,32,64,128", help="products labelled after each round")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--strategies", default=",".join(STRATEGIES))
-    parser.add_argument("--cache-dir", default=None)
-    parser.add_argument("--work", default=str(HERE / ".work" / "active_labelling"))
-    parser.add_argument("--out", default=str(HERE / "results"))
-    args = parser.parse_args()
-    quiet_transformers()
+def measure(args) -> pd.DataFrame:
+    """Every strategy's rounds on every catalogue and seed, into ``out``/``out_name``.csv."""
     started = time.perf_counter()
     budgets, seeds = [int(b) for b in args.budgets.split(",")], [int(s) for s in args.seeds.split(",")]
     records = []
@@ -179,18 +189,43 @@ def main() -> None:
             records += [r for seed in seeds for r in run_strategy(data, strategy, budgets, seed)]
             print(f"  {strategy} ({time.perf_counter() - started:.0f}s)", flush=True)
     frame = pd.DataFrame(records)
-    out = Path(args.out)
-    with atomic_write(out / "active_labelling.csv") as f:
+    with atomic_write(Path(args.out) / f"{args.out_name}.csv") as f:
         frame.to_csv(f, index=False)
+    return frame
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=600, help="generated products (0: skip)")
+    parser.add_argument("--fashion", type=int, default=1000, help="fashion products sampled (0: skip)")
+    parser.add_argument("--budgets", default="8,16,32,64,128", help="products labelled after each round")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--work", default=str(HERE / ".work" / "active_labelling"))
+    parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument("--out-name", default="active_labelling", help="results file name, without extension")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the .md and .png from the .csv")
+    args = parser.parse_args()
+    quiet_transformers()
+    started = time.perf_counter()
+    out = Path(args.out)
+    frame = pd.read_csv(out / f"{args.out_name}.csv") if args.report_only else measure(args)
     seconds = time.perf_counter() - started
-    with atomic_write(out / "active_labelling.md") as f:
+    timing = Path(args.work) / f"{args.out_name}.json"
+    if args.report_only and timing.is_file():  # the measuring run's time
+        seconds = json.loads(timing.read_text())["wall_seconds"]
+    with atomic_write(out / f"{args.out_name}.md") as f:
         f.write(f"Test accuracy of a logistic probe per attribute (mean of seeds {args.seeds}) after each round; "
-                f"`python benchmarks/active_labelling.py {' '.join(sys.argv[1:])}`, {seconds:.0f} s.\n\n")
-        f.write(markdown_table(summarise(frame)) + "\n")
-    plot(frame, out / "active_labelling.png")
-    write_json(Path(args.work) / "run.json", {"command": " ".join(sys.argv), "wall_seconds": round(seconds, 1)})
+                f"`python benchmarks/active_labelling.py {' '.join(a for a in sys.argv[1:] if a != '--report-only')}`"
+                f", {seconds:.0f} s.\n\n" + markdown_table(summarise(frame))
+                + "\n\nProducts each strategy needs to reach random selection's accuracy at each budget "
+                "('-': not within the budgets run):\n\n" + markdown_table(labels_to_match_random(frame)) + "\n")
+    plot(frame, out / f"{args.out_name}.png")
+    if not args.report_only:
+        write_json(Path(args.work) / f"{args.out_name}.json", {"command": " ".join(sys.argv), "wall_seconds": round(seconds, 1)})
     print(summarise(frame).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"{seconds:.0f}s; results in {out}/active_labelling.*")
+    print(f"{seconds:.0f}s; results in {out}/{args.out_name}.*")
 
 
 if __name__ == "__main__":
