@@ -12,7 +12,7 @@ from .commands.errors import quiet_transformers, user_errors
 from .cli_review import review_commands
 from .commands.options import (CACHE_OPTION, catalogue_options, labeller_options, model_options, run_options,
                               task_photo_options)
-from .defaults import TITLE_WEIGHT
+from .defaults import CURVE_METHODS, TITLE_WEIGHT
 
 INPUT_NAMES = {"image": "their photos", "text": "their titles", "fusion": "photo + title"}
 
@@ -97,8 +97,8 @@ def zeroshot(prompt_files, source, encode, inputs, title_weight, out, model, pre
 @click.option("--adapt-prior", is_flag=True, help="Probabilities assume the catalogue's own class frequencies, "
               "estimated without labels on its first chunk (EM prior adaptation), not those of the run's split.")
 @click.option("--guarantee", default=None, type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              help="The probability with which the target precision holds on new products (default: the run's, "
-              "0.9); more validation products allow more auto-accepted labels at a higher guarantee.")
+              help="The probability with which the target precision holds on a new batch of products at least as "
+              "large as the validation split (default: the run's, 0.95); more validation products allow more auto-accepted labels at a higher guarantee.")
 @task_photo_options
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Folder for predictions.csv, review.csv, review_labelstudio.json and metrics.json.")
@@ -238,16 +238,21 @@ def probe(config, classifiers, inputs, overrides, out, quiet) -> None:
 @click.option("--sizes", default="1,2,4,8,16,32,64,all", show_default=True,
               help="Labels per class to train on, comma-separated ('all': the whole train split).")
 @click.option("--seeds", default="0,1,2", show_default=True, help="Seeds (training sample and initial order), comma-separated.")
-@click.option("--method", "methods", multiple=True, default=("fine-tuned (labels)", "fine-tuned (templates)", "linear probe"),
-              show_default=True, type=click.Choice(["fine-tuned (labels)", "fine-tuned (templates)", "linear probe"]),
-              help="Methods to train; zero-shot and majority-class lines are always drawn.")
+@click.option("--method", "methods", multiple=True, default=CURVE_METHODS, show_default=True,
+              type=click.Choice(CURVE_METHODS),
+              help="Methods to train (GDA and Tip-Adapter: closed form on cached embeddings, blended with zero-shot); "
+              "zero-shot and majority-class lines are always drawn, and 'best on validation' is derived.")
+@click.option("--adapt-prior/--no-adapt-prior", default=True, show_default=True,
+              help="Each method may take the test products' own class frequencies, estimated without labels "
+              "(EM prior adaptation), where it is more accurate on validation.")
 @run_options
-def curve(config, sizes, seeds, methods, overrides, out, quiet) -> None:
+def curve(config, sizes, seeds, methods, adapt_prior, overrides, out, quiet) -> None:
     """Learning curves: test accuracy against labelled photos per attribute, over seeds.
 
-    Writes curve.csv (one row per attribute, method, size, seed; a rerun skips finished
-    points), curve_<attribute>.png and labels_needed.{csv,md} (labels per class needed to
-    reach 90% and 100% of the accuracy with the whole train split)."""
+    Writes curve.csv (one row per attribute, method, size, seed, with 'best on validation':
+    the method most accurate on validation; a rerun skips finished points),
+    curve_<attribute>.png and labels_needed.{csv,md} (labels per class needed to reach 90%
+    and 100% of the accuracy with the whole train split)."""
     from .training.config import load_config
     from .commands.curve import parse_sizes, run_curve
     from .reporting.tables import labels_needed
@@ -263,7 +268,8 @@ def curve(config, sizes, seeds, methods, overrides, out, quiet) -> None:
         if bad:
             raise click.BadParameter(f"{bad[0]!r} is not an integer", param_hint="--seeds")
         seed_list = [int(s) for s in seeds.split(",")]
-        table = run_curve(cfg, out, size_list, seed_list, tuple(dict.fromkeys(methods)), progress=not quiet)
+        table = run_curve(cfg, out, size_list, seed_list, tuple(dict.fromkeys(methods)), progress=not quiet,
+                          adapt_prior=adapt_prior)
     needed = labels_needed(table)
     if len(needed):
         click.echo(needed.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

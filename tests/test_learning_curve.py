@@ -3,7 +3,7 @@ import pytest
 from click.testing import CliRunner
 
 from clipft.cli import cli
-from clipft.commands.curve import parse_sizes
+from clipft.commands.curve import BEST, METHODS, parse_sizes
 from clipft.reporting.tables import labels_needed
 from clipft.commands.sample_data import make_catalogue
 from conftest import REPO
@@ -25,11 +25,19 @@ def test_curve_smoke_on_a_tiny_model(tmp_path):
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output + repr(result.exception)
     curve = pd.read_csv(tmp_path / "c" / "curve.csv", dtype={"size": str})
-    # per attribute: 3 methods x 2 sizes x 1 seed, plus the zero-shot and majority-class lines
-    assert len(curve) == 2 * (3 * 2 + 2)
-    assert curve.groupby("attribute").size().tolist() == [8, 8]
+    # per attribute: 5 methods and the best of them x 2 sizes x 1 seed, plus three lines that use no labels
+    assert len(curve) == 2 * (6 * 2 + 3)
+    assert curve.groupby("attribute").size().tolist() == [15, 15]
+    assert set(curve["method"]) == {*METHODS, BEST, "zero-shot", "catalogue prior (EM)", "majority class"}
     assert set(curve["size"]) == {"0", "1", "all"}
-    assert curve["accuracy"].between(0, 1).all() and curve["macro_f1"].between(0, 1).all()
+    # the best row of each point: the highest validation accuracy of the methods trained there and
+    # of the lines that use no labels, with that one's test scores
+    for (attribute, size), point in curve[curve["n_train"] > 0].groupby(["attribute", "size"]):
+        best = point[point["method"] == BEST].iloc[0]
+        no_labels = curve[(curve["attribute"] == attribute) & (curve["size"] == "0") & curve["val_accuracy"].notna()]
+        others = pd.concat([point[point["method"] != BEST], no_labels])
+        assert best["val_accuracy"] == others["val_accuracy"].max()
+        assert best["accuracy"] == others[others["method"] == best["chosen"]]["accuracy"].iloc[0]
     assert (curve[curve["size"] == "0"]["n_train"] == 0).all()
     one_shot = curve[(curve["size"] == "1") & (curve["attribute"] == "lid")]
     assert (one_shot["n_train"] == 2).all()  # one label for each of the two lid classes
@@ -38,7 +46,7 @@ def test_curve_smoke_on_a_tiny_model(tmp_path):
     for name in ("curve_lid.png", "curve_color.png", "labels_needed.csv", "labels_needed.md"):
         assert (tmp_path / "c" / name).stat().st_size > 0, name
     needed = pd.read_csv(tmp_path / "c" / "labels_needed.csv", dtype=str)
-    assert set(needed["shots_100%"]) <= {"1", "all"} and len(needed) == 2 * 3
+    assert set(needed["shots_100%"]) <= {"1", "all"} and len(needed) == 2 * 6
 
     # a rerun finds every point done and trains nothing
     again = CliRunner().invoke(cli, args)

@@ -89,7 +89,7 @@ def plot_comparison(table, path: str | os.PathLike, title: str, metric: str = "a
 def plot_learning_curve(curve, attribute: str, path: str | os.PathLike) -> None:
     """Accuracy and macro-F1 against labelled training photos (log axis): per method the mean
     over seeds with a band from the lowest to the highest seed, and flat lines for the methods
-    that use no labels (zero-shot, majority class). ``curve``: rows of learning_curve's CSV."""
+    that use no labels (zero-shot, the catalogue prior, majority class). ``curve``: rows of learning_curve's CSV."""
     trained = curve[curve["n_train"] > 0]
     flat = curve[curve["n_train"] == 0]
     fig, axes = subplots(1, 2, figsize=(11, 4.2))
@@ -99,7 +99,7 @@ def plot_learning_curve(curve, attribute: str, path: str | os.PathLike) -> None:
                                                           low=(metric, "min"), high=(metric, "max")).sort_values("n")
             line, = ax.plot(stats["n"], stats["mean"], marker="o", label=method)
             ax.fill_between(stats["n"], stats["low"], stats["high"], color=line.get_color(), alpha=0.2)
-        for (method, value), style in zip(flat.groupby("method", sort=False)[metric].mean().items(), ("--", ":")):
+        for (method, value), style in zip(flat.groupby("method", sort=False)[metric].mean().items(), ("--", "-.", ":")):
             ax.axhline(value, color="grey", linestyle=style, label=method)
         ax.set_xscale("log")
         ax.set_xlabel("labelled training photos")

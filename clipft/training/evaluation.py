@@ -120,6 +120,18 @@ def evaluate(model, features: ProductFeatures, text_fn, specs: list[PromptSpec],
     return out
 
 
+@torch.no_grad()
+def attribute_logits(model, features: ProductFeatures, text_fn, spec: PromptSpec, rows: np.ndarray, captions: str,
+                     batch_size: int = 256, weight: float | None = None, priors: dict | None = None) -> np.ndarray:
+    """The current model's zero-shot scores (n, classes in the prompt file's order) of catalogue
+    ``rows`` for one attribute, as :func:`evaluate` scores them (fusion at ``weight``, by default
+    the features' own)."""
+    clf = ZeroShotClassifier(model, None, spec.bare() if captions == "label" else spec, text_fn=text_fn,
+                             log_prior=(priors or {}).get(spec.attribute)).fit()
+    parts = batched_parts(features, rows, batch_size)
+    return clf.decision_function(combine(parts, features.inputs, features.weight if weight is None else weight).numpy())
+
+
 def tuned_title_weights(model, features: ProductFeatures, text_fn, specs: list[PromptSpec], val: SplitTargets,
                         captions: str, batch_size: int = 256, priors: dict | None = None) -> dict[str, float]:
     """Per attribute, the fusion title weight of :data:`WEIGHT_GRID` most accurate on
