@@ -177,9 +177,10 @@ def calibrate(logits: np.ndarray, y: np.ndarray, target_precision: float = 0.95,
     confidence, correct = after.max(axis=1), after.argmax(axis=1) == y
     threshold = confidence_threshold(confidence, correct, target_precision, guarantee)
     if not np.isfinite(threshold):
-        log.warning("%s: %d validation products guarantee no threshold at precision %g with probability %g (at "
-                    "least %d all correct are needed): every label goes to review", name, len(y), target_precision,
-                    guarantee, fewest_for_guarantee(target_precision, guarantee))
+        log.warning("%s: %d validation products guarantee no threshold at precision %g with probability %g (even "
+                    "its most confident 10%% are not right often enough; at least %d all correct are needed): every "
+                    "label goes to review", name, len(y), target_precision, guarantee,
+                    fewest_for_guarantee(target_precision, guarantee))
     auto = confidence >= threshold
     return Calibration(temperature, threshold, target_precision, expected_calibration_error(y, before),
                        expected_calibration_error(y, after), float(auto.mean()) if len(y) else 0.0,
