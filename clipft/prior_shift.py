@@ -34,7 +34,7 @@ def em_prior(proba: np.ndarray, source: np.ndarray, max_iter: int = 200, tol: fl
     return prior
 
 
-STRENGTHS = (0.25, 0.5, 1.0, 2.0)  # how much of the products' own evidence EM-adapted scores keep
+STRENGTHS = (0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)  # how much of the products' own evidence adapted scores keep
 
 
 def _evidence(logits: np.ndarray, log_source: np.ndarray, strength: float) -> np.ndarray:

@@ -2,8 +2,10 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from clipft.calibration import (Calibration, calibrate, confidence_threshold, expected_calibration_error,
-                                fit_temperature, risk_coverage)
+from scipy.stats import binom
+
+from clipft.calibration import (Calibration, batch_error_limit, calibrate, confidence_threshold,
+                                expected_calibration_error, fit_temperature, risk_coverage)
 
 
 def sampled(temperature, n=4000, k=5, seed=0):
@@ -53,6 +55,21 @@ def test_the_guarantee_holds_over_many_validation_draws_on_new_batches():
         accepted = batch >= threshold
         misses += accepted.any() and (rng.random(accepted.sum()) < batch[accepted]).mean() < 0.9
     assert misses / 200 <= 0.1 and population_misses / 200 <= 0.1
+
+
+def test_the_batch_limit_is_the_largest_error_rate_whose_batches_keep_the_target():
+    for n, target in ((160, 0.95), (300, 0.95), (57, 0.8)):
+        limit = batch_error_limit(n, target, 0.975)[0]
+        allowed = int((1 - target) * n + 1e-9)
+        assert binom.cdf(allowed, n, limit) >= 0.975 > binom.cdf(allowed, n, limit + 1e-4)
+
+
+def test_a_target_of_one_is_never_guaranteed(caplog):
+    conf = np.full(500, 0.99)
+    assert confidence_threshold(conf, np.ones(500, dtype=bool), 1.0) == float("inf")
+    logits, y = sampled(0.2, n=500, seed=4)
+    assert calibrate(logits, y, 1.0, name="lid").threshold == float("inf")
+    assert "lid: precision 1 cannot be guaranteed" in caplog.text
 
 
 def test_too_few_validation_products_send_everything_to_review(caplog):

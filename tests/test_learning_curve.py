@@ -53,6 +53,13 @@ def test_curve_smoke_on_a_tiny_model(tmp_path):
     assert again.exit_code == 0, again.output
     pd.testing.assert_frame_equal(curve, pd.read_csv(tmp_path / "c" / "curve.csv", dtype={"size": str}))
 
+    # a curve.csv of an older release (no validation accuracy) has its points scored again
+    curve.drop(columns=["val_accuracy", "prior_strength", "chosen"]).to_csv(tmp_path / "c" / "curve.csv", index=False)
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    rescored = pd.read_csv(tmp_path / "c" / "curve.csv", dtype={"size": str})
+    assert len(rescored) == len(curve)
+    assert rescored[rescored["method"] != "majority class"]["val_accuracy"].notna().all()
+
     # the report shows the labels-needed table and the learning curves
     from clipft.reporting.html_report import open_run, write_report
 

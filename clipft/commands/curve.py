@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..applicability import training_labels
@@ -65,7 +66,11 @@ class CurveRecords:
     def __init__(self, path: Path):
         self.path = path
         found = pd.read_csv(path, dtype={"size": str}) if path.is_file() else pd.DataFrame(columns=COLUMNS)
-        self.records = found[found["method"] != BEST].to_dict("records")  # best rows are derived again at the end
+        # rows of an older curve.csv, without validation accuracy (nor prior adaptation), are scored
+        # again; best rows are derived again at the end
+        stale = found["val_accuracy"].isna() if "val_accuracy" in found else pd.Series(True, index=found.index)
+        keep = (found["method"] != BEST) & (~stale | (found["method"] == "majority class"))
+        self.records = found[keep].to_dict("records")
         self.finished = {(r["attribute"], r["method"], str(r["size"]), int(r["seed"])) for r in self.records}
 
     def add(self, **record) -> None:
@@ -177,8 +182,8 @@ class CurvePoints:
 
     def _embeddings(self, rows: np.ndarray) -> np.ndarray:
         batch = self.run.cfg.runtime.eval_batch_size
-        with torch.no_grad():
-            return np.concatenate([self.features(rows[i : i + batch]).float().cpu().numpy()
+        with torch.no_grad():  # unit rows: a photo + title blend is shorter, and the adapters compare directions
+            return np.concatenate([F.normalize(self.features(rows[i : i + batch]).float(), dim=-1).cpu().numpy()
                                    for i in range(0, len(rows), batch)] or [np.zeros((0, 0))])
 
     def _logits(self, spec, val_rows, test_rows, captions: str, priors: dict | None) -> Scores:
@@ -227,9 +232,11 @@ class CurvePoints:
         y = np.array([index[v] for v in task.labels])
         X = data.embeddings["train"][[data.position[r] for r in task.rows]]
         blend = fit_blend(kind, X, y, len(data.classes), data.embeddings["val"], data.zero_shot.val, data.y_val)
-        # GDA's scores carry the log prior of its labelled sample; Tip-Adapter's votes none that is log-linear
-        source = (blend.weight / blend.adapter_scale * class_log_prior(task.labels, data.classes) if kind == "gda"
-                  else np.zeros(len(data.classes)))
+        # GDA's scores carry the log prior of its labelled sample (a class without examples: the mean score, so
+        # the mean prior); Tip-Adapter's votes carry none that is log-linear
+        log_prior = class_log_prior(task.labels, data.classes)
+        log_prior[~blend.adapter.present_] = log_prior[blend.adapter.present_].mean()
+        source = blend.weight / blend.adapter_scale * log_prior if kind == "gda" else np.zeros(len(data.classes))
         return Scores(blend.decision_function(data.embeddings["val"], data.zero_shot.val),
                       blend.decision_function(data.embeddings["test"], data.zero_shot.test), source)
 
