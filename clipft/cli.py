@@ -98,7 +98,8 @@ def zeroshot(prompt_files, source, encode, inputs, title_weight, out, model, pre
               "estimated without labels on its first chunk (EM prior adaptation), not those of the run's split.")
 @click.option("--guarantee", default=None, type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="The probability with which the target precision holds on a new batch of products the size of "
-              "the validation split (default: the run's, 0.95); more validation products allow more auto-accepted labels at a higher guarantee.")
+              "the validation split (default: the run's, 0.95); more validation products allow more auto-accepted "
+              "labels at a higher guarantee.")
 @task_photo_options
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Folder for predictions.csv, review.csv, review_labelstudio.json and metrics.json.")

@@ -1,4 +1,5 @@
 import os
+import socket
 import tempfile
 from pathlib import Path
 
@@ -12,6 +13,13 @@ os.environ.setdefault("CLIPFT_CACHE", tempfile.mkdtemp(prefix="clipft-test-cache
 
 FASHION = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fashion"
 REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (for the servers a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def run(args, expect=0):

@@ -1,12 +1,11 @@
 """The app and the report in a real browser: headless Chromium (Debian's package) driven by
 Playwright, with every request that leaves the machine blocked and recorded."""
 import shutil
-import socket
 
 import pytest
 
 from clipft.commands.sample_data import make_catalogue
-from conftest import run, tiny_finetune
+from conftest import free_port, run, tiny_finetune
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 pytest.importorskip("gradio", reason="the app needs Gradio: pip install 'clipft[app]'")
@@ -49,12 +48,6 @@ def offline_page(browser, allowed: str):
 
     page.route("**/*", route)
     return page
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_the_app_labels_an_uploaded_photo_as_the_library_does(setup, browser, tmp_path):

@@ -8,7 +8,6 @@ import io
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import threading
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import run, tiny_finetune
+from conftest import free_port, run, tiny_finetune
 from PIL import Image
 
 from clipft.commands.sample_data import make_catalogue
@@ -66,12 +65,6 @@ def pip_install(venv: Path) -> None:
             last = (done.stderr or done.stdout).strip().splitlines()[-1:]
             pytest.skip(f"label-studio could not be installed into {venv} ({what}: {' '.join(last)})")
     (venv / ".installed").touch()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def call(server, path, body=None, method=None, raw=False):

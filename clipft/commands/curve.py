@@ -134,18 +134,20 @@ class AttributeData:
         if strength is not None:
             prior = shared_prior([val, test], scores.log_source, strength)
             val, test = (adapted_scores(s, scores.log_source, strength, prior) for s in (val, test))
-        metrics = classification_metrics(self.classes[self.y_test], self.classes[test.argmax(axis=1)])
-        return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
-                "val_accuracy": float(np.mean(val.argmax(axis=1) == self.y_val)), "prior_strength": strength}
+        return self._row(test.argmax(axis=1), val.argmax(axis=1)) | {"prior_strength": strength}
 
     def prior_only(self) -> dict:
         """Every product given the most frequent class as EM estimates it from the zero-shot
         scores of the validation and test products, without labels: what a photo that tells
         nothing leaves."""
         common = np.argmax(shared_prior([self.zero_shot.val, self.zero_shot.test], np.zeros(len(self.classes))))
-        metrics = classification_metrics(self.classes[self.y_test], self.classes[np.full(len(self.y_test), common)])
+        return self._row(np.full(len(self.y_test), common), np.full(len(self.y_val), common))
+
+    def _row(self, test_predicted: np.ndarray, val_predicted: np.ndarray) -> dict:
+        """A curve.csv row's scores from predicted class indices of test and validation."""
+        metrics = classification_metrics(self.classes[self.y_test], self.classes[test_predicted])
         return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
-                "val_accuracy": float(np.mean(self.y_val == common))}
+                "val_accuracy": float(np.mean(val_predicted == self.y_val))}
 
 
 class CurvePoints:

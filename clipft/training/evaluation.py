@@ -52,6 +52,13 @@ def split_targets(frame, specs: list[PromptSpec], titles: list[str | None], rows
                         full)
 
 
+def _classifier(model, text_fn, spec: PromptSpec, captions: str, priors: dict | None) -> ZeroShotClassifier:
+    """The attribute's classifier from the current text tower: its classes captioned as the run
+    trains them (bare labels or prompt ensembles), plus the log prior ``priors`` gives it."""
+    return ZeroShotClassifier(model, None, spec.bare() if captions == "label" else spec, text_fn=text_fn,
+                              log_prior=(priors or {}).get(spec.attribute)).fit()
+
+
 def _scores(clf: ZeroShotClassifier, embeddings: torch.Tensor, labels: np.ndarray, calibrated: bool) -> dict:
     logits = clf.decision_function(embeddings.numpy())
     index = {c: i for i, c in enumerate(clf.classes_)}
@@ -101,8 +108,7 @@ def evaluate(model, features: ProductFeatures, text_fn, specs: list[PromptSpec],
         rows, labels = targets.rows[spec.attribute], targets.labels[spec.attribute]
         if not len(rows):
             continue
-        clf = ZeroShotClassifier(model, None, spec.bare() if captions == "label" else spec, text_fn=text_fn,
-                                 log_prior=(priors or {}).get(spec.attribute)).fit()
+        clf = _classifier(model, text_fn, spec, captions, priors)
         parts = batched_parts(features, rows, batch_size)
         if features.inputs != "fusion":
             candidates = [features.weight]
@@ -126,8 +132,7 @@ def attribute_logits(model, features: ProductFeatures, text_fn, spec: PromptSpec
     """The current model's zero-shot scores (n, classes in the prompt file's order) of catalogue
     ``rows`` for one attribute, as :func:`evaluate` scores them (fusion at ``weight``, by default
     the features' own)."""
-    clf = ZeroShotClassifier(model, None, spec.bare() if captions == "label" else spec, text_fn=text_fn,
-                             log_prior=(priors or {}).get(spec.attribute)).fit()
+    clf = _classifier(model, text_fn, spec, captions, priors)
     parts = batched_parts(features, rows, batch_size)
     return clf.decision_function(combine(parts, features.inputs, features.weight if weight is None else weight).numpy())
 
