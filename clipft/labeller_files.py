@@ -39,6 +39,7 @@ from .fusion import ProductFeatures, batched_parts
 from .heads import Head, ProbeHead, PromptHead
 from .prompts import PromptSpec, parse_prompt_spec
 from .taxonomy import taxonomy_to_dict
+from .title_words import check_loaded
 
 FORMAT = "clipft-labeller"
 LABELLER_FILE = "labeller.json"
@@ -180,7 +181,7 @@ def load_weights(model, path: Path, device, what: str) -> None:
     from safetensors.torch import load_file
 
     with reading(path, f"weights file for {what}"):
-        model.load_state_dict(load_file(path, device=str(device)))
+        check_loaded(model.load_state_dict(load_file(path, device=str(device)), strict=False))
 
 
 # ---- writing -------------------------------------------------------------------------------

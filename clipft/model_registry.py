@@ -25,10 +25,21 @@ def without_clipft_section(name: str) -> None:
     open_clip.factory._MODEL_CONFIGS.get(name, {}).pop("clipft", None)
 
 
+def clipft_section(name: str) -> dict:
+    """The ``"clipft"`` section of an architecture of clipft's JSON config; {} for OpenCLIP's own."""
+    path = CONFIG_DIR / f"{name}.json"
+    return json.loads(path.read_text(encoding="utf-8")).get("clipft", {}) if path.is_file() else {}
+
+
 def image_stages(name: str) -> tuple[int, int]:
     """(how many image-tower stages an architecture of clipft's projects beside its last, the
     bins per channel of its colour histogram): ``"clipft": {"image_stages": N, "colour_bins": B}``
     in its JSON config; (0, 0) for OpenCLIP's own."""
-    path = CONFIG_DIR / f"{name}.json"
-    section = json.loads(path.read_text(encoding="utf-8")).get("clipft", {}) if path.is_file() else {}
+    section = clipft_section(name)
     return int(section.get("image_stages", 0)), int(section.get("colour_bins", 0))
+
+
+def title_words(name: str) -> int:
+    """The hashed word-pair buckets of an architecture's bag of title words
+    (``"clipft": {"title_words": N}``, :mod:`clipft.title_words`); 0 for none."""
+    return int(clipft_section(name).get("title_words", 0))

@@ -11,9 +11,10 @@ import open_clip
 import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2
 
-from .model_registry import image_stages, register_model_configs, without_clipft_section
+from .model_registry import image_stages, register_model_configs, title_words, without_clipft_section
 from .multiscale import add_stages
 from .offline_model import OFFLINE_MODEL, create_lite0_minilm
+from .title_words import add_title_words, check_loaded
 
 # A tiny randomly initialised ViT for tests and smoke runs: never downloads, runs in milliseconds.
 TINY_MODEL = "clipft-tiny"
@@ -72,9 +73,16 @@ def _create(name: str, pretrained: str | None, device):
         model, tokenizer = open_clip.create_model(name, pretrained=tag, device=device), open_clip.get_tokenizer(name)
     if stages:
         add_stages(model, stages, colour_bins)
+    if title_words(name):
+        add_title_words(model, tokenizer, title_words(name))
     if checkpoint:
-        open_clip.load_checkpoint(model, checkpoint)
+        _load_checkpoint(model, checkpoint)
     return model, tokenizer
+
+
+def _load_checkpoint(model, checkpoint: str) -> None:
+    """OpenCLIP's loading, strict but for a bag of title words that the checkpoint predates."""
+    check_loaded(open_clip.load_checkpoint(model, checkpoint, strict=False))
 
 
 def load_model(

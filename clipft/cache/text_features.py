@@ -63,7 +63,8 @@ class CachedTextFeatures:
             self.text.transformer.train(was_training)
             self.store.add(todo, np.concatenate(pooled))
         pooled = torch.from_numpy(self.store.get(texts)).to(self.device)
-        return self.text.proj(pooled)
+        projected, words = self.text.proj(pooled), getattr(self.text, "words", None)  # clipft.title_words
+        return projected if words is None else projected + words(self.tokenizer(texts).to(self.device))
 
 
 def text_features(model, tokenizer, device="cpu", cache_dir=None):

@@ -28,6 +28,7 @@ from ..training.config import CatalogueCfg, ConfigError, FinetuneCfg, RuntimeCfg
 from ..training.evaluation import SplitTargets, split_targets
 from ..training.splits import assign_groups, column_splits, split_rows, splits_from_file
 from ..training.weights import lock_towers
+from ..title_words import lock_title_words
 
 SPLITS = ("train", "val", "test")
 
@@ -139,6 +140,8 @@ def prepare_run(cfg: FinetuneCfg, out: Path, progress: bool = True) -> PreparedR
         check_prompt_lengths(spec, tokenizer)
     zeroshot_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     frozen_modules = lock_towers(model, cfg.towers)
+    if inputs == "image":
+        lock_title_words(model)
     fast = frozen_split(model) if cfg.towers.lock_image else None
 
     # Frozen features serve the fast path and find near-duplicate photos for the split.

@@ -137,6 +137,7 @@ class OptimCfg:
     batch_size: int = 64
     lr: float = 1e-5  # pretrained tower weights
     lr_head: float | None = None  # projections and logit scale (default: lr)
+    lr_words: float = 3e-3  # a bag of title words (clipft.title_words): embeddings trained from scratch
     weight_decay: float = 0.1
     warmup_steps: int = 20
     grad_clip: float = 1.0  # gradient norm limit (0: no clipping)
@@ -148,7 +149,7 @@ class OptimCfg:
     def __post_init__(self) -> None:
         _check_at_least(self, ("epochs", "batch_size", "min_epoch_steps"), 1)
         _check_share(self, ("title_dropout",))
-        for name in ("lr", "lr_head"):
+        for name in ("lr", "lr_head", "lr_words"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name}: must be a positive number, got {value}")
