@@ -1,7 +1,7 @@
 """Does the precision target hold on the fashion test split (issue 25)? Each run's auto-accept
 threshold is chosen on its validation split with the finite-sample guarantee of
 clipft.calibration (Learn then Test with fixed-sequence testing over the thresholds at coverages
-10%, 11%, ... 100%, Clopper-Pearson), and the labels it auto-accepts on the test split are
+10%, 15%, ... 100%, Clopper-Pearson), and the labels it auto-accepts on the test split are
 checked against the target; beside it, the empirical rule it replaced (the lowest threshold at
 which validation precision reaches the target), applied to the same test predictions.
 

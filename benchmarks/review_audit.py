@@ -32,12 +32,15 @@ from clipft.commands.audit import run_audit
 from clipft.commands.finetune import run_finetune
 from clipft.commands.predict import run_predict
 from clipft.commands.probe import run_probe
+from clipft.calibration import GUARANTEE
 from clipft.catalogue import CatalogueSource
 from clipft.fileio import atomic_write, write_json
 from clipft.prompts import load_prompt_spec
 from clipft.reporting.tables import markdown_table
 from clipft.scoring import EncodeOptions
 from clipft.training.config import load_config
+
+TARGET_PRECISION = 0.95
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -86,8 +89,10 @@ def review_coverage(args, work: Path, results: Path) -> pd.DataFrame:
         run_dir = work / name.split()[0]
         if not (run_dir / "labeller.json").is_file():
             train(run_dir)
+        # The thresholds are fitted again here, so runs trained under an earlier rule are scored by today's.
         totals = run_predict(run_dir, CatalogueSource(str(test)), work / f"predict-{run_dir.name}",
-                             EncodeOptions(cache_dir=base.runtime.cache_dir), progress=False)
+                             EncodeOptions(cache_dir=base.runtime.cache_dir), target_precision=TARGET_PRECISION,
+                             guarantee=GUARANTEE, progress=False)
         shutil.copy(work / f"predict-{run_dir.name}" / "risk_coverage.png", results / f"review_coverage_{run_dir.name}.png")
         rows += coverage_rows(name, totals)
     return pd.DataFrame(rows)

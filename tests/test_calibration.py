@@ -95,3 +95,26 @@ def test_threshold_edge_cases_and_ties():
     assert Calibration.from_dict(Calibration().to_dict()).threshold == float("inf")
     with pytest.raises(ValueError, match="target_precision"):
         calibrate(np.zeros((2, 2)), np.array([0, 1]), 1.5)
+
+
+def test_candidates_sit_where_a_batch_is_allowed_one_more_error():
+    from clipft.calibration import candidate_sizes
+
+    sizes = candidate_sizes(1382, 0.95)
+    assert sizes[0] == 120 and np.all(sizes % 20 == 0)  # 5% of 20 products is one error: no size wasted on rounding
+    assert np.all(np.diff(sizes) >= 0) and sizes[-1] <= 1382
+    assert list(candidate_sizes(100, 1.0)[:3]) == [10, 15, 20]  # a target of 1 allows no error at any size
+
+
+def test_a_few_early_errors_do_not_stop_the_testing_where_later_candidates_hold():
+    """Two errors among the 235 most confident of 1,382 validation products, then the error rate
+    of a good colour model: a 1%-step sequence stopped at 17% coverage on such a run."""
+    n = 1382
+    correct = np.ones(n, dtype=bool)
+    correct[[226, 231, 377]] = False
+    correct[np.arange(500, n, 40)] = False  # about 2.5% errors further down
+    correct[np.arange(1300, n, 2)] = False  # and the least confident are mostly wrong
+    confidence = np.linspace(1.0, 0.5, n)
+    threshold = confidence_threshold(confidence, correct, 0.95, 0.95)
+    accepted = confidence >= threshold
+    assert accepted.mean() >= 0.85 and correct[accepted].mean() >= 0.95
