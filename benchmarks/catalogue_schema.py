@@ -30,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 from review_audit import test_split_csv  # benchmarks/ is the script's folder
 
+from clipft.calibration import GUARANTEE
 from clipft.catalogue import CatalogueSource
 from clipft.commands.finetune import run_finetune
 from clipft.commands.predict import run_predict
@@ -41,6 +42,7 @@ from clipft.taxonomy import load_taxonomy
 from clipft.training.config import load_config
 
 HERE = Path(__file__).resolve().parent
+TARGET_PRECISION = 0.95  # the default of `clipft predict`
 PROMPTS = HERE / "prompts"
 # inputs -> (recipe, its overrides here)
 RECIPES = {"photos only": (HERE / "configs" / "photos-fashion.yaml", ["unlocked_image_groups=0", "epochs=20"]),
@@ -59,8 +61,9 @@ def trained_and_predicted(config: Path, overrides: list[str], prompts: list[str]
         run_finetune(cfg, folder, progress=False)
     predicted = folder.parent / f"{folder.name}-predict"
     if not (predicted / "metrics.json").is_file():
+        # Thresholds refitted with today's rule, whatever rule the run was trained under.
         run_predict(folder, CatalogueSource(str(test)), predicted, EncodeOptions(cache_dir=cfg.runtime.cache_dir),
-                    progress=False)
+                    target_precision=TARGET_PRECISION, guarantee=GUARANTEE, progress=False)
     return predicted
 
 
