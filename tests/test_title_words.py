@@ -128,3 +128,9 @@ def test_the_bag_trains_only_in_runs_that_read_titles(tmp_path, inputs):
     run(["finetune", *[a for s in settings for a in ("--set", s)], "--out", str(tmp_path / "run"), "--quiet"])
     trained = load_state_dict(tmp_path / "run" / "last.pt")["text.words.proj.weight"]
     assert bool(trained.abs().sum() > 0) == (inputs == "fusion")
+
+
+def test_a_tower_without_a_hugging_face_text_tower_is_refused():
+    tiny = load_model("clipft-tiny", "random")[0]
+    with pytest.raises(ValueError, match="title_words needs a Hugging Face text tower"):
+        add_title_words(tiny, None, 16)
