@@ -73,8 +73,9 @@ def _create(name: str, pretrained: str | None, device):
         model, tokenizer = open_clip.create_model(name, pretrained=tag, device=device), open_clip.get_tokenizer(name)
     if stages:
         add_stages(model, stages, colour_bins)
-    if title_words(name):
-        add_title_words(model, tokenizer, title_words(name))
+    buckets = title_words(name)
+    if buckets:
+        add_title_words(model, tokenizer, buckets)
     if checkpoint:
         _load_checkpoint(model, checkpoint)
     return model, tokenizer

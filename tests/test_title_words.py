@@ -5,7 +5,7 @@ from clipft.cache.text_features import CachedTextFeatures
 from clipft.model_registry import title_words
 from clipft.models import load_model
 from clipft.offline_model import create_lite0_minilm
-from clipft.title_words import WordBag, add_title_words
+from clipft.title_words import WordBag, add_title_words, lock_title_words
 from clipft.training.optim import parameter_groups
 from clipft.training.config import OptimCfg
 
@@ -134,3 +134,28 @@ def test_a_tower_without_a_hugging_face_text_tower_is_refused():
     tiny = load_model("clipft-tiny", "random")[0]
     with pytest.raises(ValueError, match="title_words needs a Hugging Face text tower"):
         add_title_words(tiny, None, 16)
+
+
+def test_a_bag_locked_at_zero_is_skipped_without_tokenising():
+    model, _, tokenizer = lite0()
+    model.lock_text_tower()
+    assert not model.text.words.inert()  # trainable: it must run, to get its gradients
+    lock_title_words(model)
+    assert model.text.words.inert()
+    calls = []
+
+    def counting(texts):
+        calls.append(texts)
+        return tokenizer(texts)
+
+    cached = CachedTextFeatures(model.text, counting, cache_dir=None)
+    cached(["Navy Blue"])  # the transformer's output goes into the store
+    calls.clear()  # from now on only the bag would tokenise
+    with torch.no_grad():
+        torch.testing.assert_close(cached(["Navy Blue"]), model.encode_text(tokenizer(["Navy Blue"])))
+    assert calls == []
+    with torch.no_grad():
+        model.text.words.proj.weight.normal_()
+    assert not model.text.words.inert()  # a trained bag runs even when locked
+    cached(["Navy Blue"])
+    assert len(calls) == 1

@@ -64,7 +64,9 @@ class CachedTextFeatures:
             self.store.add(todo, np.concatenate(pooled))
         pooled = torch.from_numpy(self.store.get(texts)).to(self.device)
         projected, words = self.text.proj(pooled), getattr(self.text, "words", None)  # clipft.title_words
-        return projected if words is None else projected + words(self.tokenizer(texts).to(self.device))
+        if words is None or words.inert():
+            return projected
+        return projected + words(self.tokenizer(texts).to(self.device))
 
 
 def text_features(model, tokenizer, device="cpu", cache_dir=None):
