@@ -24,7 +24,7 @@ from ..distributed import broadcast_object, current_world, gather_with_grad
 from ..fileio import atomic_write
 from ..fusion import ProductFeatures, title_dropout_mask
 from ..losses import CaptionContrastiveLoss, caption_ids
-from .checkpoint import RunCheckpoints
+from .checkpoint import RunCheckpoints, check_same_weights
 from .config import ConfigError, OptimCfg
 from .optim import create_optimizer
 from .sampler import BalancedBatchSampler, rank_share
@@ -120,6 +120,7 @@ class Trainer:
         state = self.checkpoints.resume_state() if self.checkpoints is not None else None
         if state is None:
             return
+        check_same_weights(self.checkpoints.folder / "last.pt", state["state_dict"], self.model.state_dict())
         self.model.load_state_dict(state["state_dict"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
