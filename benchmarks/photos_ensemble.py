@@ -1,0 +1,99 @@
+"""Photos only: does averaging the fine-tuned model with a probe on the trunk's features help?
+(issue 25 lists "ensembling the fine-tuned and probe heads"). The fine-tuned run's calibrated
+probabilities (`Labeller.predict_proba`) and those of a logistic regression on the trunk's
+standardised multi-scale features (benchmarks/trunk_probe.py's lite0 features and recipe) are
+averaged with a weight per attribute chosen on validation, and scored on the test split.
+
+    python benchmarks/trunk_probe.py     # the trunk features, once
+    python benchmarks/photos_ensemble.py --run benchmarks/.work/photos_only/multi-scale/finetune \
+        --cache-dir /tmp/clipft-bench-cache
+
+Needs ../shared/data/fashion. Results: benchmarks/results/photos_ensemble.md.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from clipft.catalogue import load_catalogue
+from clipft.fileio import atomic_write
+from clipft.labeller import Labeller
+from clipft.reporting.tables import markdown_table
+
+HERE = Path(__file__).resolve().parent
+FASHION = HERE.parent.parent / "shared" / "data" / "fashion"
+WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the fine-tuned model's share; 1.0 is the fine-tuned model alone
+
+
+def split_catalogue(frame: pd.DataFrame, split: str, work: Path) -> Path:
+    """The catalogue rows of ``split``, with absolute photo paths."""
+    rows = frame[frame["split"] == split].drop(columns="split").copy()
+    rows["image"] = [str((FASHION / "images" / f"{i}.jpg").resolve()) for i in rows["id"]]
+    work.mkdir(parents=True, exist_ok=True)
+    rows.to_csv(work / f"{split}.csv", index=False)
+    return work / f"{split}.csv"
+
+
+def probe_proba(x: np.ndarray, frame: pd.DataFrame, column: str, classes: list[str]) -> dict[str, np.ndarray]:
+    """Probabilities (columns in ``classes`` order) of trunk_probe's recipe on val and test rows."""
+    train = (frame["split"] == "train").to_numpy() & frame[column].isin(classes).to_numpy()
+    scaler = StandardScaler().fit(x[train])
+    val = (frame["split"] == "val").to_numpy() & frame[column].isin(classes).to_numpy()
+    fits = {c: LogisticRegression(C=c, max_iter=2000).fit(scaler.transform(x[train]), frame[column][train])
+            for c in (0.001, 0.01, 0.1)}
+    best = fits[max(fits, key=lambda c: fits[c].score(scaler.transform(x[val]), frame[column][val]))]
+    order = [list(best.classes_).index(c) for c in classes]
+    return {s: best.predict_proba(scaler.transform(x[(frame["split"] == s).to_numpy()]))[:, order] for s in ("val", "test")}
+
+
+def attribute_rows(name: str, column: str, classes, tuned: dict, probe: dict, truth: dict) -> dict:
+    """Test accuracy of each model and of the average with the weight best on validation."""
+    def accuracy(proba, split, weight):
+        keep = np.isin(truth[split], classes)
+        mixed = weight * proba[split] + (1 - weight) * probe[split]
+        return float(np.mean(np.asarray(classes)[mixed[keep].argmax(axis=1)] == truth[split][keep]))
+
+    weight = max(WEIGHTS, key=lambda w: accuracy(tuned, "val", w))
+    return {"attribute": name, "fine-tuned": accuracy(tuned, "test", 1.0), "trunk probe": accuracy(tuned, "test", 0.0),
+            "weight (val)": weight, "average": accuracy(tuned, "test", weight)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", required=True, help="a photos-only fine-tuned run folder")
+    parser.add_argument("--features", default=str(HERE / ".work" / "trunk_probe" / "lite0.npy"))
+    parser.add_argument("--splits", default="runs/align-lite0-minilm/splits.csv")
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--work", default=str(HERE / ".work" / "photos_ensemble"))
+    parser.add_argument("--out", default=str(HERE / "results"))
+    args = parser.parse_args()
+    frame = pd.read_csv(FASHION / "styles.csv", on_bad_lines="skip", dtype={"id": str}).merge(
+        pd.read_csv(args.splits, dtype={"id": str})[["id", "split"]], on="id")
+    x = np.load(args.features)  # trunk_probe's rows: this frame's order
+    labeller = Labeller.load(args.run, cache_dir=args.cache_dir)
+    tuned = {s: labeller.predict_proba(load_catalogue(split_catalogue(frame, s, Path(args.work)))) for s in ("val", "test")}
+    truth = {s: frame.loc[frame["split"] == s] for s in ("val", "test")}
+    rows = []
+    for name, head in labeller.heads.items():
+        column, classes = head.spec.column, list(head.classes)
+        probe = probe_proba(x, frame, column, classes)
+        rows.append(attribute_rows(name, column, classes, {s: tuned[s][name] for s in tuned}, probe,
+                                   {s: truth[s][column].to_numpy() for s in truth}))
+    table = pd.DataFrame(rows)
+    table.loc[len(table)] = {"attribute": "mean", **table.drop(columns=["attribute", "weight (val)"]).mean().to_dict()}
+    with atomic_write(Path(args.out) / "photos_ensemble.md") as f:
+        f.write(f"Photos only, fashion test split (`python benchmarks/photos_ensemble.py {' '.join(sys.argv[1:])}`): "
+                "the fine-tuned run, a logistic regression on the trunk's standardised features, and their "
+                "average (the fine-tuned model's weight chosen on validation)\n\n"
+                f"{markdown_table(table.round(3))}\n")
+    print(table.round(3).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
