@@ -59,6 +59,15 @@ def summary(results: pd.DataFrame) -> pd.DataFrame:
     return table.rename_axis("model").reset_index()
 
 
+def replace_variant(previous: pd.DataFrame, table: pd.DataFrame, name: str) -> pd.DataFrame:
+    """``previous`` with variant ``name``'s rows replaced by ``table`` where they stood (a new
+    variant goes last): the summary's zero-shot and probe rows stay those of the first variant."""
+    order = list(dict.fromkeys([*previous["variant"], name]))
+    results = pd.concat([previous[previous["variant"] != name], table], ignore_index=True)
+    position = results["variant"].map(order.index)
+    return results.iloc[position.argsort(kind="stable")].reset_index(drop=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(HERE / "configs" / "photos-fashion.yaml"))
@@ -72,7 +81,7 @@ def main() -> None:
     table["command"] = f"python benchmarks/photos_only.py {' '.join(sys.argv[1:])}"
     path = Path(args.out) / "photos_only.csv"
     previous = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=table.columns)
-    results = pd.concat([previous[previous["variant"] != args.name], table], ignore_index=True)
+    results = replace_variant(previous, table, args.name)
     with atomic_write(path) as f:
         results.to_csv(f, index=False)
     with atomic_write(Path(args.out) / "photos_only.md") as f:
