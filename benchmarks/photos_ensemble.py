@@ -59,7 +59,7 @@ def attribute_rows(name: str, column: str, classes, tuned: dict, probe: dict, tr
         mixed = weight * proba[split] + (1 - weight) * probe[split]
         return float(np.mean(np.asarray(classes)[mixed[keep].argmax(axis=1)] == truth[split][keep]))
 
-    weight = max(WEIGHTS, key=lambda w: accuracy(tuned, "val", w))
+    weight = max(WEIGHTS[::-1], key=lambda w: accuracy(tuned, "val", w))  # a tie goes to the fine-tuned model
     return {"attribute": name, "fine-tuned": accuracy(tuned, "test", 1.0), "trunk probe": accuracy(tuned, "test", 0.0),
             "weight (val)": weight, "average": accuracy(tuned, "test", weight)}
 
@@ -75,7 +75,9 @@ def main() -> None:
     args = parser.parse_args()
     frame = pd.read_csv(FASHION / "styles.csv", on_bad_lines="skip", dtype={"id": str}).merge(
         pd.read_csv(args.splits, dtype={"id": str})[["id", "split"]], on="id")
-    x = np.load(args.features)  # trunk_probe's rows: this frame's order
+    x = np.load(args.features)
+    if not np.array_equal(np.load(args.features.replace(".npy", ".ids.npy")).astype(str), frame["id"].to_numpy()):
+        raise SystemExit(f"{args.features} holds the features of other products: run benchmarks/trunk_probe.py again")
     labeller = Labeller.load(args.run, cache_dir=args.cache_dir)
     tuned = {s: labeller.predict_proba(load_catalogue(split_catalogue(frame, s, Path(args.work)))) for s in ("val", "test")}
     truth = {s: frame.loc[frame["split"] == s] for s in ("val", "test")}

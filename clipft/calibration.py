@@ -116,7 +116,7 @@ def first_tested_size(n: int, target_precision: float, guarantee: float) -> int:
     0.95), else the fewest that can pass with none (160). Smaller candidates pass only without
     an error, and one confident error there would stop the testing however well every later
     candidate holds (photo + title category, 0.987 accurate, had its first at the 141st product)."""
-    one_error = fewest_for_guarantee(target_precision, guarantee, errors=1)
+    one_error = fewest_for_guarantee(target_precision, guarantee, errors=1, most=n)  # searched only as far as n
     return one_error if n >= one_error else fewest_for_guarantee(target_precision, guarantee)
 
 
@@ -200,9 +200,11 @@ def _warn_no_threshold(name: str, n: int, target_precision: float, guarantee: fl
         log.warning("%s: precision 1 cannot be guaranteed from validation products: every label goes to review", name)
         return
     fewest = fewest_for_guarantee(target_precision, guarantee)
-    why = (f"at least {fewest} all correct are needed" if n < fewest else
-           f"the first candidate tested, at least its {first_tested_size(n, target_precision, guarantee)} most "
-           f"confident, is not right often enough")
+    sizes = candidate_sizes(n, target_precision)
+    first = sizes[sizes >= first_tested_size(n, target_precision, guarantee)][:1]
+    why = (f"at least {fewest} all correct are needed" if n < fewest or not len(first) else
+           f"the first candidate tested, its {first[0]} most confident (more where confidences tie), is not "
+           f"right often enough")
     log.warning("%s: %d validation products guarantee no threshold at precision %g with probability %g (%s): every "
                 "label goes to review", name, n, target_precision, guarantee, why)
 

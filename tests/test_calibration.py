@@ -138,4 +138,4 @@ def test_one_confident_error_before_the_first_tested_candidate_does_not_stop_the
     assert confidence_threshold(confidence, correct, 0.95, 0.95) == float("inf")
     logits = np.c_[np.linspace(6, 0, n), np.zeros(n)]  # the same order of confidence, as scores
     assert calibrate(logits, (~correct).astype(int), 0.95, name="category").threshold == float("inf")
-    assert "category: 1192 validation products" in caplog.text and "at least its 200 most confident" in caplog.text
+    assert "category: 1192 validation products" in caplog.text and "its 220 most confident" in caplog.text  # 200 is no candidate size of 1,192

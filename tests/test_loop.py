@@ -156,10 +156,16 @@ def test_resume_refuses_a_last_pt_with_another_models_weights(tmp_path, catalogu
     train(catalogue, tmp_path, cfg(epochs=1), cache=tmp_path / "cache")
     state = torch.load(tmp_path / "last.pt", weights_only=True)
     dropped = sorted(state["state_dict"])[0]
-    del state["state_dict"][dropped]
+    original = state["state_dict"].pop(dropped)
     torch.save(state, tmp_path / "last.pt")
-    with pytest.raises(ConfigError, match=rf"last.pt holds weights of another model \(1 missing, 0 unexpected: "
-                                          rf"missing {re.escape(dropped)}\).*another --out"):
+    with pytest.raises(ConfigError, match=rf"last.pt holds weights of another model \(1 missing, 0 unexpected, 0 of "
+                                          rf"another shape: missing {re.escape(dropped)}\).*another --out"):
+        train(catalogue, tmp_path, cfg(epochs=2), cache=tmp_path / "cache")
+    kept = sorted(state["state_dict"])[-1]  # the same names, one tensor of another shape
+    state["state_dict"][dropped] = original
+    state["state_dict"][kept] = torch.zeros(*state["state_dict"][kept].shape, 2)
+    torch.save(state, tmp_path / "last.pt")
+    with pytest.raises(ConfigError, match=rf"1 of another shape: {re.escape(kept)} shaped"):
         train(catalogue, tmp_path, cfg(epochs=2), cache=tmp_path / "cache")
 
 

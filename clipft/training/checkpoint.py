@@ -48,15 +48,18 @@ class RunCheckpoints:
         save_checkpoint(self.folder / "last.pt", {**payload, "config": self.settings})
 
 
-def check_same_weights(path: Path, saved: dict, model_keys) -> None:
-    """Refuse to resume from ``path`` when its weights are not this model's: a strict load would
-    fail with a traceback (a ``last.pt`` written by a release whose model had other parameters,
-    such as lite0-minilm before its bag of title words)."""
-    missing, unexpected = sorted(set(model_keys) - set(saved)), sorted(set(saved) - set(model_keys))
-    if missing or unexpected:
-        named = ", ".join([f"missing {k}" for k in missing[:3]] + [f"unexpected {k}" for k in unexpected[:3]])
+def check_same_weights(path: Path, saved: dict, model_state: dict) -> None:
+    """Refuse to resume from ``path`` when its weights are not this model's (names or shapes): a
+    strict load would fail with a traceback (a ``last.pt`` written by a release whose model had
+    other parameters, such as lite0-minilm before its bag of title words)."""
+    missing, unexpected = sorted(set(model_state) - set(saved)), sorted(set(saved) - set(model_state))
+    reshaped = sorted(k for k in set(saved) & set(model_state) if tuple(saved[k].shape) != tuple(model_state[k].shape))
+    if missing or unexpected or reshaped:
+        named = ", ".join([f"missing {k}" for k in missing[:3]] + [f"unexpected {k}" for k in unexpected[:3]]
+                          + [f"{k} shaped {tuple(saved[k].shape)}" for k in reshaped[:3]])
         raise ConfigError(f"{path} holds weights of another model ({len(missing)} missing, {len(unexpected)} "
-                          f"unexpected: {named}); it cannot resume here: use another --out to start a new run")
+                          f"unexpected, {len(reshaped)} of another shape: {named}); it cannot resume here: use "
+                          f"another --out to start a new run")
 
 
 def load_weights(path: Path) -> dict:
