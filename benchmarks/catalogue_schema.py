@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from review_audit import test_split_csv  # benchmarks/ is the script's folder
+from review_audit import TARGET_PRECISION, split_csv  # benchmarks/ is the script's folder
 
 from clipft.calibration import GUARANTEE
 from clipft.catalogue import CatalogueSource
@@ -42,7 +42,6 @@ from clipft.taxonomy import load_taxonomy
 from clipft.training.config import load_config
 
 HERE = Path(__file__).resolve().parent
-TARGET_PRECISION = 0.95  # the default of `clipft predict`
 PROMPTS = HERE / "prompts"
 # inputs -> (recipe, its overrides here)
 RECIPES = {"photos only": (HERE / "configs" / "photos-fashion.yaml", ["unlocked_image_groups=0", "epochs=20"]),
@@ -159,7 +158,7 @@ def tree_rows(inputs: str, work: Path, test: pd.DataFrame) -> tuple[dict, dict]:
 
 def measure(args, work: Path) -> dict[str, pd.DataFrame]:
     first = load_config(RECIPES["photos only"][0], args.overrides)
-    test_csv = test_split_csv(first.catalogue.data, Path(first.split.splits_from), work / "test.csv")
+    test_csv = split_csv(first.catalogue.data, Path(first.split.splits_from), work / "test.csv")
     test = pd.read_csv(test_csv, dtype=str, keep_default_na=False)
     tables = {"articleType": [], "other": [], "auto out-of-list": [], "tree": []}
     for inputs, (config, overrides) in RECIPES.items():

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
+from review_audit import split_csv  # benchmarks/ is the script's folder
+from trunk_probe import fit_trunk_probe
 
 from clipft.catalogue import load_catalogue
 from clipft.fileio import atomic_write
@@ -31,25 +31,12 @@ FASHION = HERE.parent.parent / "shared" / "data" / "fashion"
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the fine-tuned model's share; 1.0 is the fine-tuned model alone
 
 
-def split_catalogue(frame: pd.DataFrame, split: str, work: Path) -> Path:
-    """The catalogue rows of ``split``, with absolute photo paths."""
-    rows = frame[frame["split"] == split].drop(columns="split").copy()
-    rows["image"] = [str((FASHION / "images" / f"{i}.jpg").resolve()) for i in rows["id"]]
-    work.mkdir(parents=True, exist_ok=True)
-    rows.to_csv(work / f"{split}.csv", index=False)
-    return work / f"{split}.csv"
-
-
 def probe_proba(x: np.ndarray, frame: pd.DataFrame, column: str, classes: list[str]) -> dict[str, np.ndarray]:
     """Probabilities (columns in ``classes`` order) of trunk_probe's recipe on val and test rows."""
-    train = (frame["split"] == "train").to_numpy() & frame[column].isin(classes).to_numpy()
-    scaler = StandardScaler().fit(x[train])
-    val = (frame["split"] == "val").to_numpy() & frame[column].isin(classes).to_numpy()
-    fits = {c: LogisticRegression(C=c, max_iter=2000).fit(scaler.transform(x[train]), frame[column][train])
-            for c in (0.001, 0.01, 0.1)}
-    best = fits[max(fits, key=lambda c: fits[c].score(scaler.transform(x[val]), frame[column][val]))]
-    order = [list(best.classes_).index(c) for c in classes]
-    return {s: best.predict_proba(scaler.transform(x[(frame["split"] == s).to_numpy()]))[:, order] for s in ("val", "test")}
+    scaler, classifier = fit_trunk_probe(x, frame, column, classes)
+    order = [list(classifier.classes_).index(c) for c in classes]
+    return {s: classifier.predict_proba(scaler.transform(x[(frame["split"] == s).to_numpy()]))[:, order]
+            for s in ("val", "test")}
 
 
 def attribute_rows(name: str, column: str, classes, tuned: dict, probe: dict, truth: dict) -> dict:
@@ -79,7 +66,10 @@ def main() -> None:
     if not np.array_equal(np.load(args.features.replace(".npy", ".ids.npy")).astype(str), frame["id"].to_numpy()):
         raise SystemExit(f"{args.features} holds the features of other products: run benchmarks/trunk_probe.py again")
     labeller = Labeller.load(args.run, cache_dir=args.cache_dir)
-    tuned = {s: labeller.predict_proba(load_catalogue(split_catalogue(frame, s, Path(args.work)))) for s in ("val", "test")}
+    Path(args.work).mkdir(parents=True, exist_ok=True)
+    tuned = {s: labeller.predict_proba(load_catalogue(split_csv(str(FASHION / "styles.csv"), Path(args.splits),
+                                                                Path(args.work) / f"{s}.csv", s)))
+             for s in ("val", "test")}
     truth = {s: frame.loc[frame["split"] == s] for s in ("val", "test")}
     rows = []
     for name, head in labeller.heads.items():

@@ -24,7 +24,7 @@ from clipft.fileio import atomic_write
 from clipft.reporting.tables import markdown_table
 from clipft.scoring import EncodeOptions
 from clipft.training.config import load_config
-from review_audit import test_split_csv  # benchmarks/ is the script's folder
+from review_audit import split_csv  # benchmarks/ is the script's folder
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -64,7 +64,7 @@ def main() -> None:
     work = HERE / ".work" / "precision_accuracy"
     work.mkdir(parents=True, exist_ok=True)
     cfg = load_config(HERE / "configs" / "align-fashion.yaml")
-    data = test_split_csv(cfg.catalogue.data, Path(args.pretrained).parent / "splits.csv", work / "test.csv")
+    data = split_csv(cfg.catalogue.data, Path(args.pretrained).parent / "splits.csv", work / "test.csv")
     rows = []
     for precision in args.precisions.split(","):
         rows += zeroshot_rows(data, work, precision, None, args)

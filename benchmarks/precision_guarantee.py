@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from review_audit import test_split_csv  # benchmarks/ is the script's folder
+from review_audit import split_csv  # benchmarks/ is the script's folder
 from scipy.special import softmax
 
 from clipft.calibration import confidence_threshold
@@ -196,7 +196,7 @@ def main() -> None:
     trained(cfg)
     test_csv = SCHEMA / "test.csv"
     if not test_csv.is_file():
-        test_csv = test_split_csv(cfg.catalogue.data, Path(cfg.split.splits_from), WORK / "test.csv")
+        test_csv = split_csv(cfg.catalogue.data, Path(cfg.split.splits_from), WORK / "test.csv")
     rows, resplits = [], []
     for name, run in RUNS.items():
         if not (run / "labeller.json").is_file():

@@ -40,19 +40,19 @@ from clipft.reporting.tables import markdown_table
 from clipft.scoring import EncodeOptions
 from clipft.training.config import load_config
 
-TARGET_PRECISION = 0.95
+TARGET_PRECISION = 0.95  # the default of `clipft predict`; thresholds are refitted at it (catalogue_schema.py too)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 FLIPPED = {"category": "prompts/category.yaml", "color": "prompts/color.yaml"}
 
 
-def test_split_csv(data: str, splits: Path, path: Path) -> Path:
-    """The test rows of the catalogue ``data``, image paths made absolute so that the cache is shared."""
+def split_csv(data: str, splits: Path, path: Path, split: str = "test") -> Path:
+    """The ``split`` rows of the catalogue ``data``, image paths made absolute so that the cache is shared."""
     frame = pd.read_csv(data, dtype=str)
     frame["image"] = [str((Path(data).parent / "images" / f"{i}.jpg").resolve()) for i in frame["id"]]
-    test = pd.read_csv(splits, dtype=str).query("split == 'test'")["id"]
-    frame[frame["id"].isin(test)].to_csv(path, index=False)
+    chosen = pd.read_csv(splits, dtype=str).query("split == @split")["id"]
+    frame[frame["id"].isin(chosen)].to_csv(path, index=False)
     return path
 
 
@@ -83,7 +83,7 @@ def review_coverage(args, work: Path, results: Path) -> pd.DataFrame:
     base = load_config(args.config, args.overrides)
     runs = {"fine-tuned (fusion)": lambda out: run_finetune(base, out, progress=False),
             "probe (fusion)": lambda out: run_probe(base, out, ("logistic",), ("fusion",), progress=False)}
-    test = test_split_csv(base.catalogue.data, Path(base.split.splits_from), work / "test.csv")
+    test = split_csv(base.catalogue.data, Path(base.split.splits_from), work / "test.csv")
     rows = []
     for name, train in runs.items():
         run_dir = work / name.split()[0]

@@ -100,15 +100,21 @@ def forward_throughput(trunk, batch: torch.Tensor, repeats: int = 3) -> float:
     return len(batch) / best
 
 
+def fit_trunk_probe(x: np.ndarray, frame: pd.DataFrame, column: str, classes) -> tuple[StandardScaler, LogisticRegression]:
+    """Standardised features and a logistic regression on the train rows with a value in
+    ``classes``, ``C`` chosen on the validation rows."""
+    y, keep = frame[column].to_numpy(), frame[column].isin(classes).to_numpy()
+    train, val = (keep & (frame["split"] == s).to_numpy() for s in ("train", "val"))
+    scaler = StandardScaler().fit(x[train])
+    z_train, z_val = scaler.transform(x[train]), scaler.transform(x[val])
+    fits = {c: LogisticRegression(C=c, max_iter=2000).fit(z_train, y[train]) for c in (0.001, 0.01, 0.1)}
+    return scaler, fits[max(fits, key=lambda c: fits[c].score(z_val, y[val]))]
+
+
 def probe(x: np.ndarray, frame: pd.DataFrame, column: str, classes) -> dict:
-    keep = frame[column].isin(classes).to_numpy()
-    part = {s: keep & (frame["split"] == s).to_numpy() for s in ("train", "val", "test")}
-    scaler = StandardScaler().fit(x[part["train"]])
-    z = {s: scaler.transform(x[rows]) for s, rows in part.items()}
-    y = {s: frame[column].to_numpy()[rows] for s, rows in part.items()}
-    fits = {c: LogisticRegression(C=c, max_iter=2000).fit(z["train"], y["train"]) for c in (0.001, 0.01, 0.1)}
-    best = max(fits, key=lambda c: fits[c].score(z["val"], y["val"]))
-    return {"C": best, "test accuracy": round(fits[best].score(z["test"], y["test"]), 3)}
+    scaler, classifier = fit_trunk_probe(x, frame, column, classes)
+    test = frame[column].isin(classes).to_numpy() & (frame["split"] == "test").to_numpy()
+    return {"C": classifier.C, "test accuracy": round(classifier.score(scaler.transform(x[test]), frame[column].to_numpy()[test]), 3)}
 
 
 def main() -> None:

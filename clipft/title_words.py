@@ -88,7 +88,6 @@ def add_title_words(model: nn.Module, tokenizer, buckets: int) -> nn.Module:
     return model
 
 
-
 def lock_title_words(model: nn.Module) -> None:
     """Keep the bag as it is (at zero in a model that was not fine-tuned on titles): for runs
     that read no titles, where it would only see the captions and what it learnt would change
