@@ -58,13 +58,16 @@ def trunk_with_stages(name: str) -> tuple[torch.nn.Module, int]:
     return trunk.eval(), size
 
 
-def photo_batches(ids, size: int, batch_size: int = 64):
+def photo_batches(ids, size: int, batch_size: int = 64, preprocess=None):
+    """Batches of the photos of ``ids``, by default as clipft encodes them (OpenCLIP's evaluation
+    transform: the short side resized to ``size``, then the centre square)."""
     import open_clip
     from PIL import Image
 
     from clipft.catalogue import to_rgb
 
-    preprocess = open_clip.image_transform(size, is_train=False, mean=LITE0_MEAN, std=LITE0_STD, interpolation="bicubic")
+    if preprocess is None:
+        preprocess = open_clip.image_transform(size, is_train=False, mean=LITE0_MEAN, std=LITE0_STD, interpolation="bicubic")
     for start in range(0, len(ids), batch_size):
         images = []
         for i in ids[start : start + batch_size]:
@@ -117,14 +120,24 @@ def probe(x: np.ndarray, frame: pd.DataFrame, column: str, classes) -> dict:
     return {"C": classifier.C, "test accuracy": round(classifier.score(scaler.transform(x[test]), frame[column].to_numpy()[test]), 3)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(description: str) -> argparse.Namespace:
+    """--splits, --work (the features, kept) and --out, for this script and those that read its features."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--splits", default="runs/align-lite0-minilm/splits.csv")
     parser.add_argument("--work", default=str(HERE / ".work" / "trunk_probe"))
     parser.add_argument("--out", default=str(HERE / "results"))
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def split_catalogue(splits: str) -> pd.DataFrame:
+    """The fashion catalogue's products with their split."""
+    return pd.read_csv(FASHION / "styles.csv", on_bad_lines="skip").merge(pd.read_csv(splits)[["id", "split"]], on="id")
+
+
+def main() -> None:
+    args = arguments(__doc__)
     torch.manual_seed(0)
-    frame = pd.read_csv(FASHION / "styles.csv", on_bad_lines="skip").merge(pd.read_csv(args.splits)[["id", "split"]], on="id")
+    frame = split_catalogue(args.splits)
     rows = []
     for name in TRUNKS:
         x, throughput = features(name, frame["id"].tolist(), Path(args.work))

@@ -1,0 +1,115 @@
+"""Would the photo's framing or a finer colour histogram help photos-only accuracy? (issue 25).
+The trunk_probe.py recipe (a logistic regression on EfficientNet-Lite0's standardised multi-scale
+features, before alignment; train on train, C chosen on validation, scored on test) on variants of
+the features lite0-minilm reads:
+
+- framing: the centre square clipft encodes (OpenCLIP's evaluation transform: the short side to
+  224 px, then the centre 224 x 224, which cuts 37 px from the top and bottom of a 225 x 300
+  fashion photo), the whole photo squashed to 224 x 224, or the whole photo at 224 x 298;
+- colour: the shipped 8-bin-per-channel foreground histogram alone, or a 12- or 16-bin one
+  beside it.
+
+    python benchmarks/trunk_probe.py          # the centre-square features, once
+    python benchmarks/photo_features.py
+
+Needs ../shared/data/fashion and the aligned model's split (runs/align-lite0-minilm/splits.csv).
+Features are kept in --work (photo features: never commit them); about 25 minutes on 2 CPU
+cores the first time. Throughput is the forward pass of the trunk with its multi-scale features
+and the extra histogram (batch 64, fp32, this machine's threads). Results:
+benchmarks/results/photo_features.md.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torchvision import transforms
+from tqdm import tqdm
+
+from clipft.fileio import atomic_write
+from clipft.multiscale import ColourHistogram
+from clipft.offline_model import LITE0_MEAN, LITE0_STD
+from clipft.prompts import load_prompt_spec
+from clipft.reporting.tables import markdown_table
+from trunk_probe import (PROMPTS, arguments, features, forward_throughput, photo_batches, probe, split_catalogue,
+                         trunk_with_stages)
+
+BICUBIC = transforms.InterpolationMode.BICUBIC
+# variant -> (framing: None for the centre square clipft encodes, extra histogram bins: None for none)
+VARIANTS = {
+    "centre square (shipped)": (None, None),
+    "whole photo, squashed to 224 x 224": ((224, 224), None),
+    "whole photo, 224 x 298": (224, None),
+    "centre square + 12-bin histogram": (None, 12),
+    "centre square + 16-bin histogram": (None, 16),
+}
+
+
+def framed(size) -> transforms.Compose:
+    """The whole photo resized to ``size`` (torchvision's meaning: a pair, or the short side)."""
+    return transforms.Compose([transforms.Resize(size, interpolation=BICUBIC), transforms.ToTensor(),
+                               transforms.Normalize(LITE0_MEAN, LITE0_STD)])
+
+
+@torch.no_grad()
+def cached(work: Path, name: str, ids, batches, encode) -> np.ndarray:
+    """``encode`` of every batch of photos in ``batches``, kept in ``work`` beside the ids it is of."""
+    path, path_ids = work / f"{name}.npy", work / f"{name}.ids.npy"
+    if path.is_file() and path_ids.is_file():
+        if not np.array_equal(np.load(path_ids), np.asarray(ids)):
+            raise SystemExit(f"{path} holds the features of other products: delete it to compute them again")
+        return np.load(path)
+    out = [encode(b).numpy() for b in tqdm(batches, total=-(-len(ids) // 64), desc=name)]
+    work.mkdir(parents=True, exist_ok=True)
+    np.save(path, np.concatenate(out))
+    np.save(path_ids, np.asarray(ids))
+    return np.load(path)
+
+
+def variant_features(framing, bins, ids, work: Path, trunk) -> np.ndarray:
+    """A variant's features: the trunk's multi-scale features of the framed photo, and the extra
+    histogram's beside them where there is one."""
+    if framing is None:
+        x, _ = features("lite0", ids, work)
+    else:
+        name = "lite0-" + "x".join(map(str, np.atleast_1d(framing)))
+        x = cached(work, name, ids, photo_batches(ids, 224, preprocess=framed(framing)), trunk)
+    if bins is None:
+        return x
+    histogram = ColourHistogram(LITE0_MEAN, LITE0_STD, bins=bins)
+    return np.concatenate([x, cached(work, f"histogram{bins}", ids, photo_batches(ids, 224), histogram)], axis=1)
+
+
+def variant_throughput(framing, bins, ids, trunk) -> float:
+    """Images/s of a variant's encoding: the trunk's forward pass on a batch framed as the
+    variant frames it, plus the extra histogram's where there is one."""
+    batch = next(photo_batches(ids, 224, preprocess=None if framing is None else framed(framing)))
+    seconds = 1 / forward_throughput(trunk, batch, repeats=5)
+    if bins is not None:
+        seconds += 1 / forward_throughput(ColourHistogram(LITE0_MEAN, LITE0_STD, bins=bins), batch, repeats=5)
+    return 1 / seconds
+
+
+def main() -> None:
+    args = arguments(__doc__)
+    torch.manual_seed(0)
+    frame = split_catalogue(args.splits)
+    ids, (trunk, _) = frame["id"].tolist(), trunk_with_stages("lite0")
+    # every variant's features, then every throughput, then the fits: timed between fits, the same forward pass
+    # varied by half from one variant to the next
+    x = {v: variant_features(framing, bins, ids, Path(args.work), trunk) for v, (framing, bins) in VARIANTS.items()}
+    speed = {v: variant_throughput(framing, bins, ids, trunk) for v, (framing, bins) in VARIANTS.items()}
+    specs, rows = [load_prompt_spec(prompt) for prompt in PROMPTS], []
+    for variant in VARIANTS:
+        accuracy = {s.attribute: probe(x[variant], frame, s.column, list(s.classes))["test accuracy"] for s in specs}
+        rows.append({"features": variant, "dims": x[variant].shape[1], "img/s": round(speed[variant], 1), **accuracy,
+                     "mean": round(float(np.mean(list(accuracy.values()))), 3)})
+    with atomic_write(Path(args.out) / "photo_features.md") as f:
+        f.write("Logistic regression on EfficientNet-Lite0's multi-scale features, fashion test split, before alignment, "
+                f"by framing and colour histogram (`python benchmarks/photo_features.py`):\n\n{markdown_table(pd.DataFrame(rows))}\n")
+
+
+if __name__ == "__main__":
+    main()
