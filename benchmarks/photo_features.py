@@ -26,14 +26,13 @@ import numpy as np
 import pandas as pd
 import torch
 from torchvision import transforms
-from tqdm import tqdm
 
 from clipft.fileio import atomic_write
 from clipft.multiscale import ColourHistogram
 from clipft.offline_model import LITE0_MEAN, LITE0_STD
 from clipft.prompts import load_prompt_spec
 from clipft.reporting.tables import markdown_table
-from trunk_probe import (PROMPTS, arguments, features, forward_throughput, photo_batches, probe, split_catalogue,
+from trunk_probe import (PROMPTS, arguments, cached, features, forward_throughput, photo_batches, probe, split_catalogue,
                          trunk_with_stages)
 
 BICUBIC = transforms.InterpolationMode.BICUBIC
@@ -51,21 +50,6 @@ def framed(size) -> transforms.Compose:
     """The whole photo resized to ``size`` (torchvision's meaning: a pair, or the short side)."""
     return transforms.Compose([transforms.Resize(size, interpolation=BICUBIC), transforms.ToTensor(),
                                transforms.Normalize(LITE0_MEAN, LITE0_STD)])
-
-
-@torch.no_grad()
-def cached(work: Path, name: str, ids, batches, encode) -> np.ndarray:
-    """``encode`` of every batch of photos in ``batches``, kept in ``work`` beside the ids it is of."""
-    path, path_ids = work / f"{name}.npy", work / f"{name}.ids.npy"
-    if path.is_file() and path_ids.is_file():
-        if not np.array_equal(np.load(path_ids), np.asarray(ids)):
-            raise SystemExit(f"{path} holds the features of other products: delete it to compute them again")
-        return np.load(path)
-    out = [encode(b).numpy() for b in tqdm(batches, total=-(-len(ids) // 64), desc=name)]
-    work.mkdir(parents=True, exist_ok=True)
-    np.save(path, np.concatenate(out))
-    np.save(path_ids, np.asarray(ids))
-    return np.load(path)
 
 
 def variant_features(framing, bins, ids, work: Path, trunk) -> np.ndarray:

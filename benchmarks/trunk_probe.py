@@ -77,20 +77,25 @@ def photo_batches(ids, size: int, batch_size: int = 64, preprocess=None):
 
 
 @torch.no_grad()
+def cached(work: Path, name: str, ids, batches, encode) -> np.ndarray:
+    """``encode`` of every batch of photos in ``batches``, kept in ``work`` beside the ids it is of."""
+    path, path_ids = work / f"{name}.npy", work / f"{name}.ids.npy"
+    if path.is_file() and path_ids.is_file():
+        if not np.array_equal(np.load(path_ids), np.asarray(ids)):
+            raise SystemExit(f"{path} holds the features of other products: delete it to compute them again")
+        return np.load(path)
+    out = [encode(b).numpy() for b in tqdm(batches, total=-(-len(ids) // 64), desc=name)]
+    work.mkdir(parents=True, exist_ok=True)
+    np.save(path, np.concatenate(out))
+    np.save(path_ids, np.asarray(ids))
+    return np.load(path)
+
+
 def features(name: str, ids, work: Path) -> tuple[np.ndarray, float]:
     """Features of every product (cached in ``work``) and the trunk's forward-pass images/s."""
     trunk, size = trunk_with_stages(name)
-    cached, cached_ids = work / f"{name}.npy", work / f"{name}.ids.npy"
     throughput = forward_throughput(trunk, next(photo_batches(ids, size)))
-    if cached.is_file() and cached_ids.is_file():
-        if not np.array_equal(np.load(cached_ids), np.asarray(ids)):
-            raise SystemExit(f"{cached} holds the features of other products: delete {work} to compute them again")
-        return np.load(cached), throughput
-    out = [trunk(b).numpy() for b in tqdm(photo_batches(ids, size), total=-(-len(ids) // 64), desc=name)]
-    work.mkdir(parents=True, exist_ok=True)
-    np.save(cached, np.concatenate(out))
-    np.save(cached_ids, np.asarray(ids))
-    return np.load(cached), throughput
+    return cached(work, name, ids, photo_batches(ids, size), trunk), throughput
 
 
 def forward_throughput(trunk, batch: torch.Tensor, repeats: int = 3) -> float:
