@@ -32,7 +32,7 @@ from clipft.multiscale import ColourHistogram
 from clipft.offline_model import LITE0_MEAN, LITE0_STD
 from clipft.prompts import load_prompt_spec
 from clipft.reporting.tables import markdown_table
-from trunk_probe import (PROMPTS, arguments, cached, features, forward_throughput, photo_batches, probe, split_catalogue,
+from trunk_probe import (PROMPTS, arguments, cached, forward_throughput, photo_batches, probe, split_catalogue,
                          trunk_with_stages)
 
 BICUBIC = transforms.InterpolationMode.BICUBIC
@@ -55,11 +55,9 @@ def framed(size) -> transforms.Compose:
 def variant_features(framing, bins, ids, work: Path, trunk) -> np.ndarray:
     """A variant's features: the trunk's multi-scale features of the framed photo, and the extra
     histogram's beside them where there is one."""
-    if framing is None:
-        x, _ = features("lite0", ids, work)
-    else:
-        name = "lite0-" + "x".join(map(str, np.atleast_1d(framing)))
-        x = cached(work, name, ids, photo_batches(ids, 224, preprocess=framed(framing)), trunk)
+    # the centre square is trunk_probe.py's "lite0" features: the same file
+    name = "lite0" if framing is None else "lite0-" + "x".join(map(str, np.atleast_1d(framing)))
+    x = cached(work, name, ids, photo_batches(ids, 224, preprocess=None if framing is None else framed(framing)), trunk)
     if bins is None:
         return x
     histogram = ColourHistogram(LITE0_MEAN, LITE0_STD, bins=bins)
